@@ -1,0 +1,105 @@
+"""Every failure of the etcd client, funnelled into a few types of our own.
+
+gRPC status codes and pyetcd's exception zoo never leave ``worker.etcd``: callers decide on
+*kinds* (retry later, re-authenticate, re-list after compaction, give up) and the kind is the type.
+The ``kind`` attribute is the label used by the ``etcd_errors_total`` metric.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from worker.errors import WorkerError
+
+
+class EtcdError(WorkerError):
+    """Any failure talking to etcd."""
+
+    kind = "other"
+
+
+class EtcdUnavailableError(EtcdError):
+    """No endpoint answered (refused, reset, no leader, nothing reachable)."""
+
+    kind = "unavailable"
+
+
+class EtcdTimeoutError(EtcdError, TimeoutError):
+    """A request did not complete within its deadline."""
+
+    kind = "timeout"
+
+
+class EtcdAuthError(EtcdError):
+    """Authentication failed (bad user or password) or was refused."""
+
+    kind = "auth"
+
+
+class InvalidTokenError(EtcdAuthError):
+    """The auth token expired or was invalidated; the client re-authenticates and retries once."""
+
+    kind = "auth_token"
+
+
+class PermissionDeniedError(EtcdAuthError):
+    """The user's role does not allow this request on this key."""
+
+    kind = "permission"
+
+
+class CompactedError(EtcdError):
+    """The revision asked for was compacted away; the caller must re-read the current state."""
+
+    kind = "compacted"
+
+    def __init__(self, message: str, compact_revision: int = 0) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
+class LeaseNotFoundError(EtcdError):
+    """The lease expired or was revoked."""
+
+    kind = "lease_not_found"
+
+
+class EtcdRequestError(EtcdError):
+    """etcd refused the request itself (too many operations, bad argument, …)."""
+
+    kind = "request"
+
+
+class EtcdClosedError(EtcdError):
+    """The client (or the stream) was closed by us."""
+
+    kind = "closed"
+
+
+def from_grpc(exc: grpc.RpcError, where: str = "") -> EtcdError:
+    """Map one gRPC failure to our error type, keeping etcd's message for the operator."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else None) or str(code)
+    message = f"{details} ({where})" if where else details
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return EtcdUnavailableError(message)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return EtcdTimeoutError(message)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        if "invalid auth token" in details or "token" in details:
+            return InvalidTokenError(message)
+        return EtcdAuthError(message)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDeniedError(message)
+    if code == grpc.StatusCode.INVALID_ARGUMENT and "authentication failed" in details:
+        return EtcdAuthError(message)
+    if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
+        return CompactedError(message)
+    if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
+        return LeaseNotFoundError(message)
+    if code == grpc.StatusCode.CANCELLED:
+        return EtcdClosedError(message)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.RESOURCE_EXHAUSTED):
+        return EtcdRequestError(message)
+    return EtcdError(message)

@@ -1,0 +1,219 @@
+"""A watch that outlives its stream.
+
+pyetcd's watches share one stream per client, never reconnect, and end silently when cancelled,
+so "the iterator ended" cannot be told from "the key was deleted". Here every ``Watch`` owns a
+stream (HTTP/2 multiplexes them on the client's channel); when the stream breaks it is re-opened
+from the revision after the last one delivered, so no event is lost or repeated. If that revision
+was compacted meanwhile, the consumer gets ``CompactedError`` (with the compact revision) and must
+re-read the current state: an event history with a hole must never look complete.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+import grpc
+from pyetcd import etcdrpc
+from pyetcd import events as pyetcd_events
+
+from worker.etcd.errors import (
+    CompactedError,
+    EtcdClosedError,
+    EtcdError,
+    InvalidTokenError,
+    PermissionDeniedError,
+    from_grpc,
+)
+from worker.etcd.kv import to_bytes
+
+if TYPE_CHECKING:
+    from worker.etcd.client import EtcdClient
+
+_BACKOFF_START = 0.05
+_BACKOFF_MAX = 1.0
+_CLOSED = object()
+
+
+@dataclass
+class WatchResponse:
+    """What pyetcd's watch responses carry: the header and the events (``PutEvent``/``DeleteEvent``)."""
+
+    header: Any
+    events: list[Any] = field(default_factory=list)
+
+    @property
+    def revision(self) -> int:
+        return int(self.header.revision)
+
+
+class Watch:
+    """Watch ``key`` (or ``[key, range_end)``) from ``start_revision`` (default: from now on).
+
+    Iterate it for ``WatchResponse`` objects, or call ``get(timeout)``; ``close()`` ends the
+    iteration from any thread. Errors that a reconnect cannot fix (compaction, permission
+    denied) are raised to the consumer; transient ones are retried with capped backoff for as
+    long as the watch is open. ``reconnects`` counts re-opened streams.
+    """
+
+    def __init__(self, client: EtcdClient, key: str | bytes, *, range_end: str | bytes | None = None,
+                 start_revision: int | None = None, prev_kv: bool = False, progress_notify: bool = False,
+                 filters: list[Any] | None = None) -> None:
+        self._client = client
+        self._key = to_bytes(key)
+        self._range_end = to_bytes(range_end) if range_end is not None else b""
+        self._prev_kv = prev_kv
+        self._progress_notify = progress_notify
+        self._filters = list(filters or [])
+        self._next_revision = start_revision or 0
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._call: Any = None
+        self._call_lock = threading.Lock()
+        self.reconnects = 0
+        #: set once the first stream is established (so "from now on" has a defined start)
+        self.started = threading.Event()
+        client.register_stream(self)
+        self._thread = threading.Thread(target=self._run, name=f"watch {self._key!r}", daemon=True)
+        self._thread.start()
+
+    # -- consumer side ------------------------------------------------------------------------
+    def get(self, timeout: float | None = None) -> WatchResponse | None:
+        """The next response, or ``None`` on timeout. Raises ``EtcdClosedError`` once closed."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _CLOSED:
+            self._queue.put(_CLOSED)  # keep later calls failing the same way
+            raise EtcdClosedError("watch closed")
+        if isinstance(item, BaseException):
+            self._queue.put(item)
+            raise item
+        return item
+
+    def __iter__(self) -> Iterator[WatchResponse]:
+        while True:
+            try:
+                item = self.get()
+            except EtcdClosedError:
+                return
+            if item is not None:
+                yield item
+
+    def events(self) -> Iterator[Any]:
+        for response in self:
+            yield from response.events
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._call_lock:
+            if self._call is not None:
+                self._call.cancel()
+        self._queue.put(_CLOSED)
+
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- stream side --------------------------------------------------------------------------
+    def _create_request(self) -> Any:
+        create = etcdrpc.WatchCreateRequest(key=self._key, range_end=self._range_end,
+                                            start_revision=self._next_revision,
+                                            progress_notify=self._progress_notify,
+                                            prev_kv=self._prev_kv, filters=self._filters)
+        return etcdrpc.WatchRequest(create_request=create)
+
+    def _requests(self, done: threading.Event) -> Iterator[Any]:
+        yield self._create_request()
+        done.wait()  # keep the request side open until this stream ends
+
+    def _run(self) -> None:
+        backoff = _BACKOFF_START
+        while not self._stop.is_set():
+            try:
+                delivered = self._stream_once()
+                if delivered:
+                    backoff = _BACKOFF_START
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    break
+                err = from_grpc(exc, where=self._client.endpoint_url)
+                if isinstance(err, InvalidTokenError):
+                    try:
+                        self._client.authenticate()
+                    except EtcdError:
+                        pass
+                elif isinstance(err, PermissionDeniedError):
+                    self._fail(err)
+                    return
+                else:
+                    self._client.mark_failed()
+            except (CompactedError, PermissionDeniedError) as err:
+                self._fail(err)
+                return
+            except EtcdError:
+                if self._stop.is_set():
+                    break
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+            self.reconnects += 1
+
+    def _fail(self, err: EtcdError) -> None:
+        self._queue.put(err)
+        self._stop.set()
+
+    def _stream_once(self) -> bool:
+        """Run one stream until it breaks; True when it delivered anything."""
+        done = threading.Event()
+        try:
+            return self._consume(done)
+        finally:
+            done.set()
+
+    def _consume(self, done: threading.Event) -> bool:
+        stub = etcdrpc.WatchStub(self._client.channel)
+        call = stub.Watch(self._requests(done), metadata=self._client.stream_metadata())
+        with self._call_lock:
+            if self._stop.is_set():
+                call.cancel()
+                return False
+            self._call = call
+        delivered = False
+        for response in call:
+            if response.compact_revision:
+                raise CompactedError(f"watch on {self._key!r} from revision {self._next_revision}: "
+                                     f"compacted up to {response.compact_revision}",
+                                     compact_revision=response.compact_revision)
+            if response.created:
+                if not self._next_revision:
+                    # "from now on": pin the start so a reconnect resumes without a gap
+                    self._next_revision = response.header.revision + 1
+                self.started.set()
+                self._client._contact()
+                continue
+            if response.canceled:
+                reason = response.cancel_reason or "canceled by the server"
+                if "permission denied" in reason:
+                    raise PermissionDeniedError(f"watch on {self._key!r}: {reason}")
+                raise EtcdError(f"watch on {self._key!r}: {reason}")
+            if response.events:
+                self._next_revision = response.events[-1].kv.mod_revision + 1
+                self._queue.put(WatchResponse(response.header,
+                                              [pyetcd_events.new_event(e) for e in response.events]))
+                delivered = True
+            elif response.header.revision >= self._next_revision:
+                # progress notification: nothing happened up to this revision
+                self._next_revision = response.header.revision + 1
+                self._queue.put(WatchResponse(response.header, []))
+            self._client._contact()
+        return delivered
