@@ -7,6 +7,7 @@ from worker.etcd.errors import (
     EtcdClosedError,
     EtcdError,
     EtcdRequestError,
+    EtcdTLSError,
     EtcdTimeoutError,
     EtcdUnavailableError,
     InvalidTokenError,
@@ -18,6 +19,6 @@ from worker.etcd.watch import Watch, WatchResponse
 
 __all__ = [
     "CompactedError", "EtcdAuthError", "EtcdClient", "EtcdClosedError", "EtcdError", "EtcdRequestError",
-    "EtcdTimeoutError", "EtcdUnavailableError", "InvalidTokenError", "LeaseKeeper", "LeaseNotFoundError",
-    "PermissionDeniedError", "Watch", "WatchResponse", "connect",
+    "EtcdTLSError", "EtcdTimeoutError", "EtcdUnavailableError", "InvalidTokenError", "LeaseKeeper",
+    "LeaseNotFoundError", "PermissionDeniedError", "Watch", "WatchResponse", "connect",
 ]

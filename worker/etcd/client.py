@@ -5,7 +5,10 @@
 
 * every failure leaves as one of ``worker.etcd.errors`` (never a raw ``grpc.RpcError``);
 * a failed endpoint is skipped for a second, not five minutes, and when every endpoint failed
-  recently the one that failed longest ago is tried instead of refusing to try at all;
+  recently one is tried anyway instead of refusing to try at all: a connected one before one
+  that refuses connections (after a leader dies, a live member may time out once; going back to
+  the killed member then would waste the retry), then the one that failed longest ago;
+* ``connect`` fails at once, naming the cause, on a TLS mistake (``worker.etcd.dial``);
 * auth tokens are renewed: a request that meets "invalid auth token" re-authenticates and is
   sent once more;
 * idempotent reads are retried (tenacity), bounded by attempts and by the request timeout;
@@ -30,6 +33,7 @@ from pyetcd import MultiEndpointEtcd3Client, etcdrpc
 from pyetcd import exceptions as pyetcd_exceptions
 
 from worker.errors import ConfigError
+from worker.etcd.dial import dial as dial_endpoints
 from worker.etcd.endpoints import build_endpoints
 from worker.etcd.errors import (
     EtcdError,
@@ -63,6 +67,14 @@ class EtcdClient(MultiEndpointEtcd3Client):
         self._streams: weakref.WeakSet[Any] = weakref.WeakSet()
         self._closed = False
         super().__init__(endpoints=endpoints, timeout=request_timeout, failover=True)
+        # each channel's connectivity, so that failing over never picks a member that refuses
+        # connections (a killed one) while a reachable one exists
+        self._connectivity: dict[str, grpc.ChannelConnectivity] = {}
+        self._subscriptions: list[tuple[grpc.Channel, Callable[[Any], None]]] = []
+        for label, endpoint in self.endpoints.items():
+            callback = functools.partial(self._connectivity.__setitem__, label)
+            endpoint.channel.subscribe(callback, try_to_connect=False)
+            self._subscriptions.append((endpoint.channel, callback))
 
     # -- auth ---------------------------------------------------------------------------------
     @property
@@ -78,6 +90,11 @@ class EtcdClient(MultiEndpointEtcd3Client):
         """Metadata for watch and keepalive streams: the token, and etcd's require-leader flag
         so that a member cut off from its cluster ends the stream instead of going silent."""
         return (self.metadata or ()) + (("hasleader", "true"),)
+
+    @property
+    def uses_auth(self) -> bool:
+        """True when this client logs in with a username (streams re-authenticate then)."""
+        return bool(self._username)
 
     def authenticate(self) -> None:
         """Get a fresh token (also after the old one expired: pyetcd never renews it)."""
@@ -100,15 +117,23 @@ class EtcdClient(MultiEndpointEtcd3Client):
         current = self.endpoint_in_use
         if not current.is_failed():
             return current.use()
-        for label, endpoint in self.endpoints.items():
-            if not endpoint.is_failed():
-                self._current_endpoint_label = label
-                return endpoint.use()
-        label = min(self.endpoints, key=lambda k: self.endpoints[k].last_failed)
+        label = min(self.endpoints, key=self._fallback_rank)
         self._current_endpoint_label = label
         endpoint = self.endpoints[label]
         endpoint.last_failed = 0
         return endpoint.use()
+
+    _STATE_RANK = {grpc.ChannelConnectivity.READY: 0, grpc.ChannelConnectivity.IDLE: 1,
+                   grpc.ChannelConnectivity.CONNECTING: 1, grpc.ChannelConnectivity.TRANSIENT_FAILURE: 2,
+                   grpc.ChannelConnectivity.SHUTDOWN: 3}
+
+    def _fallback_rank(self, label: str) -> tuple[bool, int, float]:
+        """Not failed lately first; then connected before connecting before refusing (after a
+        leader's death a live member may time out once: going back to the dead member then would
+        waste the retry); then the one that failed longest ago."""
+        endpoint = self.endpoints[label]
+        state = self._connectivity.get(label, grpc.ChannelConnectivity.IDLE)
+        return endpoint.is_failed(), self._STATE_RANK[state], endpoint.last_failed
 
     def mark_failed(self) -> None:
         """Move on from the current endpoint (also used by streams that lost it)."""
@@ -121,34 +146,13 @@ class EtcdClient(MultiEndpointEtcd3Client):
         return f"{ep.protocol}://{ep.netloc}"
 
     def dial(self) -> None:
-        """Wait until one endpoint's channel is ready, at most ``dial_timeout`` seconds."""
-        ready = threading.Event()
-        winners: list[str] = []
-        futures = []
-        for label, endpoint in self.endpoints.items():
-            future = grpc.channel_ready_future(endpoint.channel)
-
-            def done(f: Any, label: str = label) -> None:
-                if not f.cancelled():
-                    winners.append(label)
-                    ready.set()
-
-            future.add_done_callback(done)
-            futures.append(future)
-        ok = ready.wait(self.dial_timeout)
-        for future in futures:
-            future.cancel()
-        if not ok:
-            urls = ", ".join(f"{e.protocol}://{e.netloc}" for e in self.endpoints.values())
-            hint = ""
-            if not any(e.secure for e in self.endpoints.values()):
-                hint = " (if etcd serves TLS, use https:// endpoints)"
-            else:
-                hint = " (check that etcd serves TLS there and that the CA and client certificate match)"
-            err = EtcdUnavailableError(f"cannot reach etcd at {urls} within {self.dial_timeout:g} s{hint}")
+        """Wait until one endpoint's channel is ready, at most ``dial_timeout`` seconds
+        (a TLS mistake fails at once: see ``worker.etcd.dial``)."""
+        try:
+            self._current_endpoint_label = dial_endpoints(self.endpoints, self.dial_timeout)
+        except EtcdError as err:
             self._report(err)
-            raise err
-        self._current_endpoint_label = winners[0]
+            raise
 
     # -- error funnel -------------------------------------------------------------------------
     def _manage_grpc_errors(self, exc: grpc.RpcError) -> None:
@@ -234,10 +238,11 @@ class EtcdClient(MultiEndpointEtcd3Client):
                           lambda: self.leasestub.LeaseTimeToLive(request, self.timeout, metadata=self.metadata),
                           idempotent=True)
 
-    def current_revision(self) -> int:
-        """The store's revision now (a count-only range on an empty key)."""
+    def current_revision(self, key: str | bytes = b"\0") -> int:
+        """The store's revision now: a count-only read of ``key`` (pass a key under your own
+        prefix when a least-privilege role may read nothing else)."""
         from worker.etcd.kv import range_request
-        return self.range(range_request(b"\0", count_only=True)).header.revision
+        return self.range(range_request(key, count_only=True)).header.revision
 
     # -- pyetcd API overrides -----------------------------------------------------------------
     @property
@@ -280,6 +285,8 @@ class EtcdClient(MultiEndpointEtcd3Client):
         for stream in list(self._streams):
             stream.close()
         self._closed = True
+        for channel, callback in self._subscriptions:
+            channel.unsubscribe(callback)
         super().close()
 
     def __repr__(self) -> str:

@@ -99,5 +99,8 @@ def build_endpoints(urls: list[str], *, ca_cert: str | None = None, cert: str | 
     if not secure and has_password:
         raise ConfigError("etcd.username: a password is never sent over http://: use https:// endpoints")
     creds = tls_credentials(ca_cert, cert, key) if secure else None
-    return [Endpoint(p.host, p.port, secure=secure, creds=creds, time_retry=ENDPOINT_RETRY_SECONDS,
-                     opts=CHANNEL_OPTIONS) for p in parsed]
+    built = [Endpoint(p.host, p.port, secure=secure, creds=creds, time_retry=ENDPOINT_RETRY_SECONDS,
+                      opts=CHANNEL_OPTIONS) for p in parsed]
+    for endpoint in built:  # for worker.etcd.dial's diagnosis of a refused handshake
+        endpoint.tls_files = (ca_cert, cert, key) if secure else None
+    return built

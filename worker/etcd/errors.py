@@ -30,6 +30,12 @@ class EtcdTimeoutError(EtcdError, TimeoutError):
     kind = "timeout"
 
 
+class EtcdTLSError(EtcdError):
+    """The TLS handshake failed (wrong CA, a client certificate etcd refuses): waiting cannot fix it."""
+
+    kind = "tls"
+
+
 class EtcdAuthError(EtcdError):
     """Authentication failed (bad user or password) or was refused."""
 
@@ -83,7 +89,8 @@ def from_grpc(exc: grpc.RpcError, where: str = "") -> EtcdError:
     message = f"{details} ({where})" if where else details
     if code == grpc.StatusCode.UNAVAILABLE:
         return EtcdUnavailableError(message)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED or "deadline exceeded" in details:
+        # etcd may answer with its own expired context first: code UNKNOWN, "context deadline exceeded"
         return EtcdTimeoutError(message)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         if "invalid auth token" in details or "token" in details:

@@ -73,6 +73,7 @@ class Watch:
         self._call: Any = None
         self._call_lock = threading.Lock()
         self.reconnects = 0
+        self._stream_created = False
         #: set once the first stream is established (so "from now on" has a defined start)
         self.started = threading.Event()
         client.register_stream(self)
@@ -138,7 +139,11 @@ class Watch:
 
     def _run(self) -> None:
         backoff = _BACKOFF_START
+        fresh_token = False  # re-authenticated since the last stream was refused for permission
         while not self._stop.is_set():
+            if self._stream_created:  # a stream worked since: a later denial earns a re-login again
+                fresh_token = False
+                self._stream_created = False
             try:
                 delivered = self._stream_once()
                 if delivered:
@@ -148,16 +153,23 @@ class Watch:
                     break
                 err = from_grpc(exc, where=self._client.endpoint_url)
                 if isinstance(err, InvalidTokenError):
-                    try:
-                        self._client.authenticate()
-                    except EtcdError:
-                        pass
+                    self._reauthenticate()
                 elif isinstance(err, PermissionDeniedError):
                     self._fail(err)
                     return
                 else:
                     self._client.mark_failed()
-            except (CompactedError, PermissionDeniedError) as err:
+            except PermissionDeniedError as err:
+                # etcd answers a watch opened with an expired or forgotten token (simple tokens
+                # die with a restart) with "permission denied", like a real denial: re-authenticate
+                # once and retry; denied again with a fresh token, it is real.
+                if self._client.uses_auth and not fresh_token:
+                    fresh_token = True
+                    if self._reauthenticate():
+                        continue
+                self._fail(err)
+                return
+            except CompactedError as err:
                 self._fail(err)
                 return
             except EtcdError:
@@ -167,6 +179,13 @@ class Watch:
                 break
             backoff = min(backoff * 2, _BACKOFF_MAX)
             self.reconnects += 1
+
+    def _reauthenticate(self) -> bool:
+        try:
+            self._client.authenticate()
+            return True
+        except EtcdError:
+            return False
 
     def _fail(self, err: EtcdError) -> None:
         self._queue.put(err)
@@ -194,18 +213,20 @@ class Watch:
                 raise CompactedError(f"watch on {self._key!r} from revision {self._next_revision}: "
                                      f"compacted up to {response.compact_revision}",
                                      compact_revision=response.compact_revision)
+            # before ``created``: etcd refuses a watch with created *and* canceled both set
+            if response.canceled:
+                reason = response.cancel_reason or "canceled by the server"
+                if "permission denied" in reason or "auth" in reason:
+                    raise PermissionDeniedError(f"watch on {self._key!r}: {reason}")
+                raise EtcdError(f"watch on {self._key!r}: {reason}")
             if response.created:
                 if not self._next_revision:
                     # "from now on": pin the start so a reconnect resumes without a gap
                     self._next_revision = response.header.revision + 1
                 self.started.set()
+                self._stream_created = True
                 self._client._contact()
                 continue
-            if response.canceled:
-                reason = response.cancel_reason or "canceled by the server"
-                if "permission denied" in reason:
-                    raise PermissionDeniedError(f"watch on {self._key!r}: {reason}")
-                raise EtcdError(f"watch on {self._key!r}: {reason}")
             if response.events:
                 self._next_revision = response.events[-1].kv.mod_revision + 1
                 self._queue.put(WatchResponse(response.header,

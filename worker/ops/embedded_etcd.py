@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ from worker.errors import WorkerError
 
 class EmbeddedEtcdError(WorkerError):
     """The etcd binary is missing or a member did not become healthy in time."""
+
+
+class PortTakenError(EmbeddedEtcdError):
+    """A member's client port is served by another process."""
 
 
 def find_binary(name: str) -> str:
@@ -47,7 +52,11 @@ def free_port() -> int:
 
 @dataclass
 class TLSFiles:
-    """Server-side TLS for a member: its certificate/key and, for mutual TLS, the client CA."""
+    """Server-side TLS for a member: its certificate/key and, for mutual TLS, the client CA.
+
+    Under mutual TLS the health check presents the member's own certificate, which therefore
+    needs the clientAuth usage and must be signed by ``client_ca`` (trustme's certificates are).
+    """
 
     cert: str
     key: str
@@ -99,25 +108,64 @@ class EtcdMember:
         if self.proc is not None and self.proc.poll() is None:
             return
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._spawn()
+        if not wait:
+            return
+        try:
+            self.wait_healthy(timeout)
+        except PortTakenError:
+            if self.cluster_state != "new":
+                raise  # a restart must keep its client port: clients know it
+            # another process bound our client port between free_port() and etcd's bind: once
+            # more on a fresh port (the client port is not part of the initial cluster)
+            self.kill()
+            self.client_port = free_port()
+            self._spawn()
+            self.wait_healthy(timeout)
+
+    def _spawn(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
-        if wait:
-            self.wait_healthy(timeout)
+
+    def _context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        if self.tls.client_ca:
+            # mutual TLS: present the member's own certificate (signed by the same CA) so the
+            # health check is real, not "the port is open"
+            context.load_cert_chain(self.tls.cert, self.tls.key)
+        return context
 
     def _health(self) -> bool:
-        url = self.endpoint + "/health"
-        context = None
-        if self.tls:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
         try:
-            with urllib.request.urlopen(url, timeout=0.5, context=context) as response:
+            with urllib.request.urlopen(self.endpoint + "/health", timeout=0.5, context=self._context()) as response:
                 return json.loads(response.read()).get("health") == "true"
         except Exception:  # noqa: BLE001 - "not healthy yet" in every form
             return False
+
+    def _is_ours(self) -> bool:
+        """Whether the member answering on our client port is this process and not another
+        test's etcd that took the port between ``free_port()`` and our bind (then our etcd exits,
+        but a health check may reach the intruder first, and faults would hit the wrong process).
+        The answering member must list our peer URL as its own."""
+        request = urllib.request.Request(self.endpoint + "/v3/cluster/member/list", data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=1.0, context=self._context()) as response:
+                data = json.loads(response.read())
+        except urllib.error.HTTPError:
+            return self.running()  # the gateway refused (auth): fall back to "our process lives"
+        except Exception:  # noqa: BLE001 - went away meanwhile: decide on the next round
+            return self.running()
+        me = str(data.get("header", {}).get("member_id", ""))
+        for member in data.get("members", []):
+            if str(member.get("ID", "")) == me:
+                return self.peer_url in member.get("peerURLs", [])
+        return False
 
     def listening(self) -> bool:
         try:
@@ -132,7 +180,10 @@ class EtcdMember:
             if self.proc is not None and self.proc.poll() is not None:
                 raise EmbeddedEtcdError(f"etcd {self.name} exited with {self.proc.returncode}; "
                                         f"see {self.log_path}: {self.log_tail()}")
-            if self._health() or (self.tls and self.tls.client_ca and self.listening()):
+            if self._health():
+                if not self._is_ours():
+                    raise PortTakenError(f"etcd {self.name}: port {self.client_port} answers, but not "
+                                         f"as this member (another process took it)")
                 return
             time.sleep(0.05)
         raise EmbeddedEtcdError(f"etcd {self.name} not healthy within {timeout} s; {self.log_tail()}")

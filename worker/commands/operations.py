@@ -1,0 +1,169 @@
+"""Operator commands for live deployments: ``drill``, ``audit``, ``pause``/``resume``, ``switchover``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import socket
+import sys
+import time
+from typing import Any, Callable
+
+from worker import config
+from worker.cli import EXIT_FAILED, EXIT_OK, command
+from worker.commands.common import fail, run_with_client
+from worker.errors import WorkerError
+from worker.protection.keys import Keys
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], human: Callable[[], None]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload, sort_keys=True))
+    else:
+        human()
+
+
+@command("drill", "failover drill against running instances: fault, measure, audit")
+def drill_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    config.add_arguments(parser)
+    parser.add_argument("--mode", choices=("resign", "kill", "stop"), required=True)
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
+    parser.add_argument("--revoke", action="store_true",
+                        help="kill/stop by revoking the leader's lease even when it runs on this host")
+
+    def handler(args: argparse.Namespace) -> int:
+        return run_with_client(args, lambda _cfg, client, keys: _drill(args, client, keys))
+
+    return handler
+
+
+def _drill(args: argparse.Namespace, client: Any, keys: Keys) -> int:
+    from worker.ops.drill import run_drill
+    say = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    try:
+        result = run_drill(client, keys, args.mode, timeout=args.timeout, use_signals=not args.revoke, say=say)
+    except (WorkerError, TimeoutError) as err:
+        return fail(f"drill: {err}", EXIT_FAILED)
+
+    def human() -> None:
+        print(f"{result['mode']}: {result['old_leader']} -> {result['new_leader']}: handover "
+              f"{result['handover_ms']:.1f} ms, leading after {result['leaderless_ms']:.1f} ms, first reconcile "
+              f"after {result['first_reconcile_ms']:.1f} ms; stale writes: {result['stale_writes']}; "
+              f"{'OK' if result['ok'] else 'FAILED'}")
+
+    _emit(args, result, human)
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+@command("audit", "check etcd's history: every protection write was made by the leader of its revision")
+def audit_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    config.add_arguments(parser)
+    parser.add_argument("--since-rev", type=int, default=None, metavar="N",
+                        help="first revision to check (default: the oldest etcd still retains)")
+    parser.add_argument("--json", action="store_true")
+
+    def handler(args: argparse.Namespace) -> int:
+        return run_with_client(args, lambda _cfg, client, keys: _audit(args, client, keys))
+
+    return handler
+
+
+def _audit(args: argparse.Namespace, client: Any, keys: Keys) -> int:
+    from worker.ops.audit import AuditCompactedError, audit, oldest_auditable_revision
+    try:
+        since = args.since_rev if args.since_rev is not None else oldest_auditable_revision(client, keys)
+        report = audit(client, keys, since)
+    except AuditCompactedError as err:
+        return fail(f"audit: {err} (etcd no longer retains that history)", EXIT_FAILED)
+
+    def human() -> None:
+        print(f"revisions {report.from_revision}..{report.to_revision}: {report.checked} protection writes "
+              f"checked, {len(report.violations)} violations")
+        for v in report.violations:
+            print(f"  {v.key} at revision {v.revision}: term {v.term}, leader's term {v.leader_term}")
+
+    _emit(args, report.to_json(), human)
+    return EXIT_FAILED if report.violations else EXIT_OK
+
+
+def _by() -> str:
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # noqa: BLE001 - no user name in a container is fine
+        return socket.gethostname()
+
+
+@command("pause", "maintenance mode: the leader keeps leading but writes nothing until resumed")
+def pause_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    config.add_arguments(parser)
+
+    def handler(args: argparse.Namespace) -> int:
+        from worker.control import set_paused
+
+        def body(_cfg: Any, client: Any, keys: Keys) -> int:
+            set_paused(client, keys, True, _by())
+            print("paused: the leader writes nothing until 'protection-worker resume'")
+            return EXIT_OK
+
+        return run_with_client(args, body)
+
+    return handler
+
+
+@command("resume", "leave maintenance mode")
+def resume_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    config.add_arguments(parser)
+
+    def handler(args: argparse.Namespace) -> int:
+        from worker.control import set_paused
+
+        def body(_cfg: Any, client: Any, keys: Keys) -> int:
+            set_paused(client, keys, False, _by())
+            print("resumed: the leader reconciles again")
+            return EXIT_OK
+
+        return run_with_client(args, body)
+
+    return handler
+
+
+@command("switchover", "planned handover: to the next in line, or to a named candidate")
+def switchover_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    config.add_arguments(parser)
+    parser.add_argument("--to", metavar="INSTANCE_ID", help="the candidate that should lead next")
+    parser.add_argument("--timeout", type=float, default=30.0)
+
+    def handler(args: argparse.Namespace) -> int:
+        return run_with_client(args, lambda _cfg, client, keys: _switchover(args, client, keys))
+
+    return handler
+
+
+def _switchover(args: argparse.Namespace, client: Any, keys: Keys) -> int:
+    from worker.control import clear_switchover, request_switchover
+    from worker.daemon.candidate import find_candidate
+    from worker.ops.measure import current_leader
+    leader = current_leader(client, keys)
+    if leader is None:
+        return fail("switchover: no leader", EXIT_FAILED)
+    old_id, term = leader[0]["instance_id"], leader[1].create_revision
+    if args.to is not None:
+        if args.to == old_id:
+            return fail(f"switchover: {args.to} already leads", 2)
+        if find_candidate(client, keys, args.to) is None:
+            return fail(f"switchover: {args.to} is not a candidate (see 'protection-worker status')", 2)
+    request_switchover(client, keys, to=args.to, from_term=term, expires_in=args.timeout)
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            now = current_leader(client, keys)
+            if now is not None and now[1].create_revision != term and \
+                    (args.to is None or now[0]["instance_id"] == args.to):
+                print(f"switchover: {old_id} -> {now[0]['instance_id']} (term {now[1].create_revision})")
+                return EXIT_OK
+            time.sleep(0.05)
+    finally:
+        clear_switchover(client, keys)
+    return fail(f"switchover: not done within {args.timeout:g} s", EXIT_FAILED)

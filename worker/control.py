@@ -1,0 +1,83 @@
+"""Operator controls stored under ``{ns}/control/``: maintenance pause and planned switchover.
+
+They are keys, not RPCs to a process, so they work from any host with the config, survive a
+leader change (a new leader honours them too) and leave a record in etcd's history. Every
+instance watches the prefix (a watch is a stream, not a request: an idle follower stays quiet).
+
+* ``paused`` present: the leader keeps leading but writes nothing (passes run as dry runs).
+* ``switchover`` = ``{"to": ID or null, "from_term": T, "until": unix time}``: the leader of term
+  ``T`` hands over; with ``to``, every candidate ahead of ``to`` steps to the back of the line, so
+  ``to`` leads next. It expires at ``until`` so a request for a vanished target cannot loop forever.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from worker.etcd import kv
+from worker.etcd.client import EtcdClient
+from worker.protection.keys import Keys
+
+
+@dataclass(frozen=True)
+class Switchover:
+    to: str | None
+    from_term: int
+    until: float
+
+    @property
+    def active(self) -> bool:
+        return time.time() < self.until
+
+
+@dataclass(frozen=True)
+class Controls:
+    paused: bool = False
+    switchover: Switchover | None = None
+    revision: int = 0
+
+
+def paused_key(keys: Keys) -> str:
+    return keys.control + "paused"
+
+
+def switchover_key(keys: Keys) -> str:
+    return keys.control + "switchover"
+
+
+def read_controls(client: EtcdClient, keys: Keys) -> Controls:
+    resp = client.range(kv.range_request(keys.control, prefix=True, limit=100))
+    found = {item.key.decode(): item.value for item in resp.kvs}
+    switchover = None
+    raw = found.get(switchover_key(keys))
+    if raw is not None:
+        try:
+            data = json.loads(raw)
+            switchover = Switchover(data.get("to"), int(data["from_term"]), float(data["until"]))
+        except (ValueError, KeyError, TypeError):
+            switchover = None  # not ours to interpret: ignored (status shows the raw key)
+    return Controls(paused=paused_key(keys) in found, switchover=switchover, revision=resp.header.revision)
+
+
+def set_paused(client: EtcdClient, keys: Keys, paused: bool, by: str) -> None:
+    if paused:
+        client.put(paused_key(keys), json.dumps({"by": by, "at": time.time()}))
+    else:
+        client.delete(paused_key(keys))
+
+
+def request_switchover(client: EtcdClient, keys: Keys, *, to: str | None, from_term: int,
+                       expires_in: float) -> None:
+    client.put(switchover_key(keys), json.dumps({"to": to, "from_term": from_term,
+                                                 "until": time.time() + expires_in}))
+
+
+def clear_switchover(client: EtcdClient, keys: Keys) -> None:
+    client.delete(switchover_key(keys))
+
+
+def parse(value: Any) -> Any:
+    return json.loads(value) if value else None

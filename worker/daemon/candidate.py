@@ -1,0 +1,116 @@
+"""A candidacy: one session, its campaign and its view of the leader — and nothing else.
+
+As in client-go's ``leaderelection``, the elector knows nothing of what leading means: it reports
+to the main loop through a queue (``elected``, ``leader`` changes, ``lease_lost``,
+``campaign_failed``), and the main loop decides. Each candidacy carries a generation number so a
+late report from an abandoned session is recognised and ignored.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from worker.concurrency import Election, Session
+from worker.concurrency.errors import SessionExpiredError, WaitCancelledError
+from worker.etcd.client import EtcdClient
+from worker.etcd.errors import EtcdClosedError, EtcdError
+from worker.errors import WorkerError
+
+
+@dataclass(frozen=True)
+class Report:
+    """One thing a background thread tells the main loop."""
+
+    kind: str
+    generation: int
+    data: Any = None
+
+
+class Candidacy:
+    """Campaign with ``value`` on ``prefix`` under a fresh session of ``ttl`` seconds."""
+
+    def __init__(self, client: EtcdClient, prefix: str, ttl: int, value: str, reports: queue.Queue[Report],
+                 generation: int) -> None:
+        self.generation = generation
+        self.session = Session(client, ttl=ttl)
+        self.election = Election(self.session, prefix)
+        self.value = value
+        self._reports = reports
+        self._cancel = threading.Event()
+        self._observer: Any = None
+        self._threads = [threading.Thread(target=self._campaign, name=f"campaign-{generation}", daemon=True),
+                         threading.Thread(target=self._observe, name=f"observe-{generation}", daemon=True),
+                         threading.Thread(target=self._watch_lease, name=f"lease-{generation}", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _report(self, kind: str, data: Any = None) -> None:
+        self._reports.put(Report(kind, self.generation, data))
+
+    def _campaign(self) -> None:
+        try:
+            self.election.campaign(self.value, cancel=self._cancel)
+        except (WaitCancelledError, SessionExpiredError, EtcdClosedError):
+            return  # cancelled by us, or the lease report says the rest
+        except WorkerError as err:
+            if not self._cancel.is_set():
+                self._report("campaign_failed", err)
+            return
+        self._report("elected", (self.election.key, self.election.rev))
+
+    def _observe(self) -> None:
+        observer = self._observer = self.election.observe()
+        while not self._cancel.is_set():
+            try:
+                leader = observer.get(timeout=0.5)
+            except EtcdError:
+                return
+            if leader is not None:
+                self._report("leader", leader)
+
+    def _watch_lease(self) -> None:
+        self.session.done.wait()
+        if self.session.lost and not self._cancel.is_set():
+            self._report("lease_lost", self.session.lost_reason)
+
+    @property
+    def key(self) -> str:
+        return self.election.key
+
+    @property
+    def term(self) -> int:
+        return self.election.rev
+
+    def close(self, resign: bool = True) -> None:
+        """Stop campaigning; with ``resign`` delete our key and revoke the lease (a graceful exit
+        hands over at once), else leave the lease to expire (it is already lost)."""
+        self._cancel.set()
+        if self._observer is not None:
+            self._observer.close()
+        if resign and not self.session.lost:
+            try:
+                self.election.resign()
+            except EtcdError:
+                pass  # the revoke below (or the TTL) removes the key as well
+            self.session.close()
+        else:
+            self.session.orphan()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=1.0)
+
+
+def find_candidate(client: EtcdClient, keys: Any, instance_id: str) -> Any:
+    """The election key of the candidate that proclaims ``instance_id`` (None if not in line)."""
+    from worker.daemon.identity import parse_identity
+    from worker.etcd import kv
+
+    prefix = keys.election + "/"
+    resp = client.range(kv.range_request(prefix, prefix=True, sort_target="create", sort_order="ascend"))
+    for item in resp.kvs:
+        if parse_identity(item.value).get("instance_id") == instance_id:
+            return item
+    return None

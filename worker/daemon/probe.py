@@ -1,0 +1,33 @@
+"""The daemon as the HTTP endpoint sees it (``worker.daemon.http.Probe``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.daemon.runner import Daemon
+
+
+class DaemonProbe:
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        return self._daemon.state.healthy()
+
+    def readyz(self) -> tuple[bool, dict[str, Any]]:
+        return self._daemon.state.ready()
+
+    def is_leader(self) -> bool:
+        return self._daemon.state.leading()
+
+    def status(self) -> dict[str, Any]:
+        """``status --json`` as this instance sees it, plus its own ``role``, ``term``, ``paused``."""
+        daemon, state = self._daemon, self._daemon.state
+        own = {"instance_id": state.instance_id, "role": state.role, "term": state.term,
+               "paused": state.paused, "last_pass": state.last_pass}
+        client = daemon.client
+        if client is None:
+            return {**own, "leader": state.leader, "error": state.last_error}
+        from worker.protection.status import read_status
+        return {**read_status(client, daemon.keys), **own}

@@ -1,0 +1,323 @@
+"""The daemon's main loop: connect, campaign, lead or follow, and step down — a small HA state machine.
+
+One thread owns every decision (Patroni's idea: an HA loop over an abstract store): background
+threads (keepalive, campaign, observer, watches) only *report* into a queue, and this loop acts.
+It ticks at least twice a second, which is what ``/healthz`` and the systemd watchdog check: a loop
+that stops ticking for a TTL is declared dead, and systemd restarts the process.
+
+Signals only set events: SIGTERM/SIGINT stop (unlock, resign, revoke, exit 0: a follower leads
+moments later), SIGHUP reloads the config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import structlog
+import tenacity
+
+from worker import config as config_mod
+from worker.config import Config
+from worker.daemon import logs
+from worker.control import Controls
+from worker.daemon.candidate import Candidacy, Report, find_candidate
+from worker.daemon.control_watch import ControlWatcher
+from worker.daemon.http import HealthServer
+from worker.daemon.identity import parse_identity, identity
+from worker.daemon.leader import LeadContext, LeaderTerm, set_leading
+from worker.daemon.metrics import Metrics
+from worker.daemon.notify import Notifier
+from worker.daemon.state import CONNECTING, FOLLOWER, LEADER, STOPPING, DaemonState
+from worker.etcd.client import EtcdClient
+from worker.etcd.errors import EtcdAuthError, EtcdError
+from worker.errors import ConfigError, WorkerError
+from worker.protection.keys import Keys
+
+log = structlog.get_logger("worker.daemon")
+
+TICK = 0.5
+SWITCH_INTERVAL = 0.0005
+
+
+class Daemon:
+    """``protection-worker run``: build it from a validated ``Config`` and call ``run()``."""
+
+    def __init__(self, cfg: Config, args: argparse.Namespace | None = None) -> None:
+        self.cfg = cfg
+        self.args = args
+        self.keys = Keys(cfg.etcd.namespace)
+        self.instance_id = cfg.instance_id
+        self.state = DaemonState(self.instance_id, ttl=float(cfg.election.ttl))
+        self.metrics = Metrics()
+        self.reports: queue.Queue[Report] = queue.Queue()
+        self.stop = threading.Event()
+        self._reload = threading.Event()
+        self.notifier = Notifier()
+        self.client: EtcdClient | None = None
+        self.candidacy: Candidacy | None = None
+        self.term: LeaderTerm | None = None
+        self._generation = 0
+        self._outage: str | None = None
+        self._controls_watch: ControlWatcher | None = None
+        self.controls = Controls()
+        self._ready_sent = False
+        self.http: HealthServer | None = None
+        if cfg.http.listen:
+            from worker.daemon.probe import DaemonProbe
+            self.http = HealthServer(cfg.http.listen, self.metrics, DaemonProbe(self))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def run(self) -> int:
+        # a handover is a relay of a few threads (watch -> campaign -> main); CPython's default
+        # 5 ms GIL switch interval would add up to 5 ms per hop, so hand over the GIL sooner
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        self._install_signals()
+        if self.http is not None:
+            self.http.start()
+        log.info("starting", namespace=self.keys.namespace, endpoints=self.cfg.etcd.endpoints,
+                 ttl=self.cfg.election.ttl)
+        try:
+            while not self.stop.is_set():
+                self.tick()
+                if self._reload.is_set():
+                    self._reload_config()
+                if self.candidacy is None:
+                    if not self._start_candidacy():
+                        break
+                    continue
+                try:
+                    report = self.reports.get(timeout=TICK)
+                except queue.Empty:
+                    continue
+                self._handle(report)
+        finally:
+            self._shutdown()
+        return 0
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.reports.put(Report("stop", -1))
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded (tests): the owner calls request_stop()
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def tick(self) -> None:
+        """Proof of life for /healthz and the systemd watchdog, and the lease gauge."""
+        self.state.tick()
+        self.notifier.watchdog()
+        candidacy = self.candidacy
+        alive = candidacy is not None and not candidacy.session.done.is_set()
+        self.state.session_alive = alive
+        self.metrics.set_lease_ttl(candidacy.session.remaining() if alive and candidacy else 0.0)
+
+    def _sleep(self, seconds: float) -> None:
+        """Tenacity's sleep: ticking, and cut short by a stop request."""
+        end = time.monotonic() + seconds
+        while not self.stop.is_set() and time.monotonic() < end:
+            self.tick()
+            self.stop.wait(min(TICK, max(0.0, end - time.monotonic())))
+
+    # -- connecting and campaigning -----------------------------------------------------------
+    def _start_candidacy(self) -> bool:
+        """Connect (if needed) and open a session that campaigns; retried with bounded backoff
+        until it works or a stop is requested. Returns False when stopping."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(EtcdError),
+            wait=tenacity.wait_exponential_jitter(initial=0.1, max=2.0),
+            stop=tenacity.stop_when_event_set(self.stop),
+            sleep=self._sleep,
+            before_sleep=self._note_outage,
+            reraise=True,
+        )
+        try:
+            retrying(self._open_candidacy)
+        except EtcdError:
+            return False  # stopping while etcd was away
+        return not self.stop.is_set()
+
+    def _open_candidacy(self) -> None:
+        if self.stop.is_set():
+            return
+        if self.client is None:
+            self.client = config_mod.connect(self.cfg)
+            self.client.on_contact = self.metrics.etcd_contact
+            self.client.on_error = self.metrics.etcd_error
+        self._generation += 1
+        if self._controls_watch is None:
+            self._controls_watch = ControlWatcher(self.client, self.keys, self.reports)
+        self.candidacy = Candidacy(self.client, self.keys.election, self.cfg.election.ttl,
+                                   identity(self.instance_id, self.http_address()), self.reports,
+                                   self._generation)
+        self.state.connected = self.state.campaigning = self.state.session_alive = True
+        self.state.role = FOLLOWER
+        self.state.last_error = None
+        if self._outage is not None:
+            log.info("etcd_reachable", after=self._outage)
+            self._outage = None
+        log.info("campaigning", key=self.candidacy.key or None, lease=f"{self.candidacy.session.lease:x}")
+        if not self._ready_sent:
+            self.notifier.ready()
+            self._ready_sent = True
+        self.notifier.status("follower: campaigning")
+
+    def _note_outage(self, retry_state: tenacity.RetryCallState) -> None:
+        err = retry_state.outcome.exception() if retry_state.outcome else None
+        self.state.connected = False
+        self.state.role = CONNECTING
+        self.state.last_error = str(err)
+        if self._outage is None:  # once per outage, not once per retry
+            self._outage = type(err).__name__
+            log.error("etcd_unreachable", error=str(err), kind=getattr(err, "kind", "other"))
+            self.notifier.status(f"connecting: {err}")
+
+    # -- reports ------------------------------------------------------------------------------
+    def _handle(self, report: Report) -> None:
+        candidacy = self.candidacy
+        if report.kind == "control":
+            self._on_controls(report.data)
+            return
+        if report.kind == "stop" or candidacy is None or report.generation != candidacy.generation:
+            return
+        if report.kind == "elected":
+            self._lead(candidacy)
+        elif report.kind == "leader":
+            self._on_leader(report.data)
+        elif report.kind == "lease_lost":
+            log.warning("lease_lost", reason=report.data)
+            self._drop_candidacy(resign=False)
+        elif report.kind == "campaign_failed":
+            err = report.data
+            log.error("campaign_failed", error=str(err), kind=getattr(err, "kind", "other"))
+            self.state.last_error = str(err)
+            self._drop_candidacy(resign=True)
+            if isinstance(err, EtcdAuthError):
+                self.state.blocked = str(err)  # unhealthy until it works; retry slowly, not in a loop
+                self._sleep(self.cfg.election.ttl)
+            else:
+                self._sleep(0.2)
+
+    def _on_controls(self, controls: Controls) -> None:
+        """A follower's part of a switchover: step to the back of the line when ahead of its target."""
+        self.controls = controls
+        self.state.paused = controls.paused
+        self.metrics.set_paused(controls.paused)
+        sw, candidacy = controls.switchover, self.candidacy
+        if sw is None or not sw.active or sw.to in (None, self.instance_id) or candidacy is None or not candidacy.key:
+            return
+        target = find_candidate(candidacy.session.client, self.keys, sw.to)
+        if target is not None and candidacy.term < target.create_revision:
+            log.info("switchover_requeue", to=sw.to)
+            self._drop_candidacy(resign=True)
+
+    def _on_leader(self, leader: Any) -> None:
+        info = parse_identity(leader.value)
+        term = int(leader.create_revision)
+        previous = self.state.leader
+        self.state.leader = {"instance_id": info.get("instance_id"), "key": leader.key.decode(), "term": term}
+        leading = self.state.role == LEADER
+        self.metrics.set_leader(leading, term)
+        if previous is None or previous.get("term") != term:
+            log.info("leader_changed", leader=info.get("instance_id"), leader_term=term)
+
+    def _lead(self, candidacy: Candidacy) -> None:
+        term = candidacy.term
+        set_leading(self.state, self.metrics, term)
+        self.state.leader = {"instance_id": self.instance_id, "key": candidacy.key, "term": term}
+        log.info("became_leader", key=candidacy.key)
+        self.notifier.status(f"leader: term {term}")
+        ctx = LeadContext(client=candidacy.session.client, keys=self.keys, state=self.state,
+                          metrics=self.metrics, reports=self.reports, stop=self.stop,
+                          interval=lambda: self.cfg.reconcile.interval,
+                          request_timeout=self.cfg.etcd.request_timeout, tick=self.tick,
+                          on_leader=self._on_leader, controls=lambda: self.controls)
+        self.term = LeaderTerm(ctx, candidacy)
+        try:
+            reason = self.term.run()
+        finally:
+            self.term = None
+            self.state.role = STOPPING if self.stop.is_set() else FOLLOWER
+            self.state.term = None
+            self.metrics.set_leader(False, None)
+            logs.clear_term()
+        log.warning("stepped_down", reason=reason, term=term) if reason != "stopping" else \
+            log.info("stepped_down", reason=reason, term=term)
+        if self.stop.is_set():
+            return
+        # campaign again from the back of the line with a fresh session (the old key may be gone)
+        self._drop_candidacy(resign=not candidacy.session.lost)
+        self.notifier.status("follower: campaigning again")
+
+    def http_address(self) -> str | None:
+        """Where this instance's HTTP endpoint answers (proclaimed, so drills can find it)."""
+        if self.http is None:
+            return None
+        host = self.cfg.http.listen.rpartition(":")[0].strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        return f"{host}:{self.http.port}"
+
+    def _drop_candidacy(self, resign: bool) -> None:
+        candidacy, self.candidacy = self.candidacy, None
+        self.state.campaigning = False
+        self.state.session_alive = False
+        if candidacy is not None:
+            candidacy.close(resign=resign)
+
+    # -- reload and shutdown ------------------------------------------------------------------
+    def _reload_config(self) -> None:
+        self._reload.clear()
+        try:
+            new = config_mod.load(self.args) if self.args is not None else self.cfg
+        except ConfigError as err:
+            log.error("reload_failed", error=str(err))
+            return
+        reconnect = (new.etcd != self.cfg.etcd) or (new.election != self.cfg.election)
+        self.cfg = new
+        logs.set_level(new.log.level)
+        log.info("config_reloaded", reconnect=reconnect, interval=new.reconcile.interval)
+        self.notifier.reloading()
+        if reconnect:
+            self.keys = Keys(new.etcd.namespace)
+            self.state.ttl = float(new.election.ttl)
+            self._drop_candidacy(resign=True)
+            self._close_controls()
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+        self.notifier.ready()
+
+    def _close_controls(self) -> None:
+        if self._controls_watch is not None:
+            self._controls_watch.close()
+            self._controls_watch = None
+
+    def _shutdown(self) -> None:
+        self.state.role = STOPPING
+        self.notifier.stopping()
+        log.info("stopping")
+        self._drop_candidacy(resign=True)
+        self._close_controls()
+        if self.client is not None:
+            self.client.close()
+        if self.http is not None:
+            self.http.stop()
+        log.info("stopped")
+
+
+def run(cfg: Config, args: argparse.Namespace | None = None) -> int:
+    try:
+        return Daemon(cfg, args).run()
+    except WorkerError as err:
+        log.error("fatal", error=str(err))
+        return 1

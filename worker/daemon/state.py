@@ -1,0 +1,58 @@
+"""What one instance knows about itself, shared by the main loop (writer) and the probes (readers).
+
+The main loop is the only writer; HTTP handlers, metrics and logs read. Reads and writes of single
+attributes are atomic in CPython, and every field is replaced whole, so no lock is needed except
+for the multi-field snapshot of ``status``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+FOLLOWER, LEADER, CONNECTING, STOPPING = "follower", "leader", "connecting", "stopping"
+
+
+@dataclass
+class DaemonState:
+    instance_id: str
+    ttl: float
+    role: str = CONNECTING
+    term: int | None = None
+    #: the leader as last observed: {"instance_id", "key", "term"} or None
+    leader: dict[str, Any] | None = None
+    holds_lock: bool = False
+    paused: bool = False
+    connected: bool = False
+    campaigning: bool = False
+    session_alive: bool = False
+    last_tick: float = field(default_factory=time.monotonic)
+    last_error: str | None = None
+    #: the last completed reconcile pass: {"mode", "term", "revision", "finished_at", "duration"}
+    last_pass: dict[str, Any] | None = None
+    #: a refusal that retrying cannot fix (auth, permission): unhealthy until it works again
+    blocked: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def stalled_for(self) -> float:
+        return time.monotonic() - self.last_tick
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: the main loop ticked within the TTL and the session's lease is alive."""
+        stalled = self.stalled_for()
+        ok = stalled < self.ttl and self.session_alive and self.blocked is None
+        return ok, {"ok": ok, "role": self.role, "session_alive": self.session_alive,
+                    "main_loop_stalled_seconds": round(stalled, 3), "last_error": self.last_error,
+                    "blocked": self.blocked, "term": self.term, "last_pass": self.last_pass}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.connected and self.campaigning
+        return ok, {"ok": ok, "role": self.role, "connected": self.connected, "campaigning": self.campaigning}
+
+    def leading(self) -> bool:
+        return self.role == LEADER and self.holds_lock

@@ -1,0 +1,80 @@
+"""The least-privilege etcd user for the worker: one role, readwrite on ``{ns}/`` and nothing else.
+
+Everything the worker does stays under ``{ns}/`` (its reads of the revision included), and leases
+need no key permission, so this role is all it needs. ``print_commands`` gives the ``etcdctl``
+lines an etcd admin runs once; ``apply`` does the same through the Auth API, idempotently (an
+existing user, role or grant is left as it is, so it can run on every deploy).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pyetcd import etcdrpc
+from pyetcd.etcdrpc import auth_pb2
+
+from worker.etcd import kv
+from worker.etcd.client import EtcdClient
+from worker.etcd.errors import EtcdError, EtcdRequestError
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    namespace: str
+    user: str = "protection-worker"
+    role: str = "protection-worker"
+
+    @property
+    def prefix(self) -> str:
+        return self.namespace.rstrip("/") + "/"
+
+
+def print_commands(plan: RolePlan, etcdctl_flags: str = "") -> list[str]:
+    flags = f" {etcdctl_flags}" if etcdctl_flags else ""
+    q = shlex.quote
+    return [
+        f"etcdctl{flags} user add {q(plan.user)} --interactive  # prompts for the new user's password",
+        f"etcdctl{flags} role add {q(plan.role)}",
+        f"etcdctl{flags} role grant-permission {q(plan.role)} --prefix=true readwrite {q(plan.prefix)}",
+        f"etcdctl{flags} user grant-role {q(plan.user)} {q(plan.role)}",
+    ]
+
+
+def _tolerate_exists(call: Callable[[], Any], say: Callable[[str], None], what: str) -> None:
+    try:
+        call()
+        say(f"{what}: done")
+    except EtcdRequestError as err:
+        if "already exists" in str(err) or "already granted" in str(err):
+            say(f"{what}: already there")
+            return
+        raise
+
+
+def apply(client: EtcdClient, plan: RolePlan, password: str | None, say: Callable[[str], None] = print) -> None:
+    """Create the user and role and grant the prefix, through the Auth API (admin credentials)."""
+    stub = client.authstub
+
+    def send(name: str, method: Any, request: Any) -> Any:
+        return client._send(name, lambda: method(request, client.timeout, metadata=client.metadata),
+                            idempotent=False)
+
+    users = send("auth_user_list", stub.UserList, etcdrpc.AuthUserListRequest()).users
+    if plan.user in users:
+        say(f"user {plan.user}: already there (password unchanged)")
+    else:
+        if not password:
+            raise EtcdError(f"user {plan.user} does not exist: give its password with --password-file")
+        send("auth_user_add", stub.UserAdd, etcdrpc.AuthUserAddRequest(name=plan.user, password=password))
+        say(f"user {plan.user}: created")
+    _tolerate_exists(lambda: send("auth_role_add", stub.RoleAdd, etcdrpc.AuthRoleAddRequest(name=plan.role)),
+                     say, f"role {plan.role}")
+    perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=plan.prefix.encode(),
+                               range_end=kv.prefix_end(plan.prefix))
+    send("auth_role_grant", stub.RoleGrantPermission,
+         etcdrpc.AuthRoleGrantPermissionRequest(name=plan.role, perm=perm))
+    say(f"role {plan.role}: readwrite on prefix {plan.prefix}")
+    send("auth_user_grant", stub.UserGrantRole, etcdrpc.AuthUserGrantRoleRequest(user=plan.user, role=plan.role))
+    say(f"user {plan.user}: has role {plan.role}")

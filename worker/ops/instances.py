@@ -1,0 +1,144 @@
+"""Worker instances as real processes: the demo, the drills' tests and the benchmarks run these.
+
+Each instance is ``python -m worker run`` with its own instance id and HTTP port, logging JSON to
+a file, in its own process group so signals reach it alone. Nothing here mocks anything: what is
+measured is what an operator would see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from worker.ops.embedded_etcd import free_port
+
+
+class WorkerProcess:
+    """One ``protection-worker run`` process."""
+
+    def __init__(self, instance_id: str, endpoints: list[str], namespace: str, log_dir: Path, *,
+                 ttl: int = 3, interval: float = 30.0, request_timeout: float = 0.5,
+                 extra_args: list[str] | None = None) -> None:
+        self.instance_id = instance_id
+        self.endpoints = endpoints
+        self.namespace = namespace
+        self.ttl = ttl
+        self.interval = interval
+        self.request_timeout = request_timeout
+        self.port = free_port()
+        self.log_path = log_dir / f"{instance_id}.log"
+        self.extra_args = list(extra_args or [])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._config_path = log_dir / f"{instance_id}.toml"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "worker", "run", "--config", str(self._config_path),
+                "--instance-id", self.instance_id, "--listen", f"127.0.0.1:{self.port}", *self.extra_args]
+
+    def write_config(self) -> None:
+        eps = ", ".join(json.dumps(e) for e in self.endpoints)
+        self._config_path.write_text(
+            f"[etcd]\nendpoints = [{eps}]\nnamespace = {json.dumps(self.namespace)}\n"
+            f"dial_timeout = {self.request_timeout}\nrequest_timeout = {self.request_timeout}\n"
+            f"[election]\nttl = {self.ttl}\n[reconcile]\ninterval = {self.interval}\n"
+            f"[log]\nlevel = \"info\"\nformat = \"json\"\n")
+
+    def start(self) -> WorkerProcess:
+        self.write_config()
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running():
+            os.kill(self.pid, sig)
+
+    def terminate(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def get(self, path: str, timeout: float = 1.0) -> tuple[int, Any]:
+        """GET ``path`` on the instance's HTTP port: (status, parsed JSON or text); (0, None) when down."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as response:
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as err:
+            body, status = err.read(), err.code
+        except (OSError, urllib.error.URLError):
+            return 0, None
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode("utf-8", "replace")
+
+    def wait_http(self, path: str = "/readyz", status: int = 200, timeout: float = 15.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.get(path)[0] == status:
+                return True
+            if not self.running():
+                return False
+            time.sleep(0.05)
+        return False
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return events
+        for line in lines:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                events.append(item)
+        return events
+
+
+def start_group(count: int, endpoints: list[str], namespace: str, log_dir: Path, **kw: Any) -> list[WorkerProcess]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return [WorkerProcess(f"worker-{i + 1}", endpoints, namespace, log_dir, **kw).start() for i in range(count)]
+
+
+def stop_group(workers: list[WorkerProcess]) -> None:
+    for worker in workers:
+        worker.signal(signal.SIGCONT)
+    for worker in workers:
+        worker.terminate(timeout=5)

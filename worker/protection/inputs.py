@@ -1,0 +1,80 @@
+"""Parsing and validating the two inputs: ``clusters/{id}`` and ``dr/{id}`` (pure, no I/O).
+
+The rules are those of ``shared/spec/protection-state.md``: a cluster value is a JSON object with a
+boolean ``allocated`` and a ``dr_site`` that is null/absent or a non-empty string; a DR value is a
+JSON object whose ``replication`` is one of the table's values. Unknown extra fields are ignored.
+Every violation is an ``InputError`` whose message is what ``status`` shows and the log records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from worker.protection.keys import valid_id
+
+#: DR ``replication`` value -> protection state of an allocated cluster with a DR site
+REPLICATION_STATES = {"in_sync": "protected", "syncing": "protecting", "broken": "degraded"}
+REPLICATIONS = tuple(REPLICATION_STATES)
+
+
+class InputError(ValueError):
+    """An input value (or key) outside the spec's tables; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    allocated: bool
+    dr_site: str | None
+
+
+def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        value = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{what} value is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{what} value is not a JSON object (got {type(value).__name__})")
+    return value
+
+
+def parse_cluster(raw: bytes | str) -> ClusterSpec:
+    data = _json_object(raw, "cluster")
+    if "allocated" not in data:
+        raise InputError("cluster value has no 'allocated'")
+    allocated = data["allocated"]
+    if not isinstance(allocated, bool):
+        raise InputError(f"cluster 'allocated' must be true or false, got {allocated!r}")
+    dr_site = data.get("dr_site")
+    if dr_site is not None and not (isinstance(dr_site, str) and dr_site):
+        raise InputError(f"cluster 'dr_site' must be null or a non-empty string, got {dr_site!r}")
+    return ClusterSpec(allocated, dr_site)
+
+
+def parse_dr(raw: bytes | str) -> str:
+    """The ``replication`` of a DR value."""
+    data = _json_object(raw, "DR")
+    replication = data.get("replication")
+    if not isinstance(replication, str) or replication not in REPLICATION_STATES:
+        raise InputError(f"DR 'replication' must be one of {', '.join(REPLICATIONS)}, got {replication!r}")
+    return replication
+
+
+def check_id(cluster_id: str) -> None:
+    if not valid_id(cluster_id):
+        raise InputError(f"id {cluster_id!r} does not match [A-Za-z0-9._-]{{1,128}}")
+
+
+def cluster_value(allocated: bool, dr_site: str | None) -> str:
+    """The value operators write to ``clusters/{id}`` (validated like any input)."""
+    value = json.dumps({"allocated": allocated, "dr_site": dr_site})
+    parse_cluster(value)
+    return value
+
+
+def dr_value(replication: str) -> str:
+    value = json.dumps({"replication": replication})
+    parse_dr(value)
+    return value

@@ -1,0 +1,57 @@
+"""The protection record: its fields, its JSON, and the comparison that decides whether to write.
+
+``{"state", "reason", "dr_site", "cluster_revision", "dr_revision", "term", "updated_at"}``, exactly
+these keys in this order. Two records are the *same* when they differ at most in ``updated_at`` and
+``term`` (who wrote it and when is not a change of state).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+STATES = ("unprotected", "protecting", "protected", "degraded", "deleted")
+FIELDS = ("state", "reason", "dr_site", "cluster_revision", "dr_revision", "term", "updated_at")
+
+
+@dataclass(frozen=True)
+class Record:
+    state: str
+    reason: str
+    dr_site: str | None
+    cluster_revision: int
+    dr_revision: int | None
+    term: int = 0
+    updated_at: str = ""
+
+    def content(self) -> tuple:
+        """What the comparison looks at: everything but ``term`` and ``updated_at``."""
+        return (self.state, self.reason, self.dr_site, self.cluster_revision, self.dr_revision)
+
+    def same(self, other: Record | None) -> bool:
+        return other is not None and self.content() == other.content()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Record:
+        """Parse a stored record; ``ValueError`` if it is not one (then it is recomputed or replaced)."""
+        data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        if not isinstance(data, dict) or set(data) != set(FIELDS):
+            raise ValueError("not a protection record")
+        if data["state"] not in STATES:
+            raise ValueError(f"unknown state {data['state']!r}")
+        return cls(**data)
+
+
+def format_time(now: datetime | float | None = None) -> str:
+    """UTC, ISO-8601 with ``Z``, to the second."""
+    if now is None:
+        now = datetime.now(timezone.utc)
+    elif not isinstance(now, datetime):
+        now = datetime.fromtimestamp(now, timezone.utc)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,152 @@
+"""The protection rules as a pure function: what to do with one cluster id (no I/O).
+
+``decide`` takes what the store holds for one id — the ``clusters/``, ``dr/`` and ``protection/``
+key-values, any of them absent — and returns a ``Decision``:
+
+* ``none``       nothing stored and nothing to store (reclaimed without a record; gone without one)
+* ``unchanged``  the stored record is already right (ignoring ``updated_at``/``term``)
+* ``create``     no record yet: write one
+* ``update``     recompute in place (the key's create revision stays)
+* ``recreate``   allocated and the stored record is ``deleted``: delete it and create a fresh one
+* ``delete``     the cluster key is gone (removal, or an orphan on a full pass)
+* ``invalid``    an input is bad: the stored record is left untouched and the input is reported
+
+Key-values are duck-typed (``key``, ``value``, ``mod_revision``): etcd's ``KeyValue`` messages
+or the ``KV`` tuples the tests build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from worker.protection.inputs import REPLICATION_STATES, InputError, check_id, parse_cluster, parse_dr
+from worker.protection.records import Record
+
+ACTIONS = ("none", "unchanged", "create", "update", "recreate", "delete", "invalid")
+WRITES = ("create", "update", "recreate", "delete")
+REASON_RECLAIMED = "cluster reclaimed"
+REASON_NO_DR = "no DR site"
+
+
+class KV(NamedTuple):
+    """A stored key-value, as far as the rules need it."""
+
+    key: bytes
+    value: bytes
+    mod_revision: int
+    create_revision: int = 0
+
+
+class InvalidInput(NamedTuple):
+    """A bad input, by its full key: what the log line, the gauge and ``status`` report."""
+
+    key: str
+    mod_revision: int
+    error: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything stored for one id at one revision."""
+
+    id: str
+    cluster: Any = None
+    dr: Any = None
+    protection: Any = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    id: str
+    old: Record | None = None
+    #: the stored state ("none" without a record, "unknown" for a record that does not parse)
+    old_state: str = "none"
+    new: Record | None = None
+    invalid: InvalidInput | None = None
+
+    @property
+    def new_state(self) -> str:
+        if self.action in ("delete", "none"):
+            return "none"
+        if self.action in ("unchanged", "invalid"):
+            return self.old_state
+        assert self.new is not None
+        return self.new.state
+
+    @property
+    def writes(self) -> bool:
+        return self.action in WRITES
+
+    def line(self) -> str:
+        """``create|update|recreate|delete ID old-state -> new-state``."""
+        return f"{self.action} {self.id} {self.old_state} -> {self.new_state}"
+
+
+def _key_text(key: bytes | str) -> str:
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+
+
+def stored_record(kv: Any) -> tuple[Record | None, str]:
+    """The stored record and its state; ("none" when absent, "unknown" when it does not parse)."""
+    if kv is None:
+        return None, "none"
+    try:
+        record = Record.from_json(kv.value)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None, "unknown"
+    return record, record.state
+
+
+def desired(obs: Observed) -> Record | InvalidInput | None:
+    """The record the rules call for (term/updated_at left empty), ``None`` for "no record",
+    or the first bad input. ``obs.cluster`` must be present."""
+    cluster = obs.cluster
+    cluster_key = _key_text(cluster.key)
+    try:
+        check_id(obs.id)
+        spec = parse_cluster(cluster.value)
+    except InputError as exc:
+        return InvalidInput(cluster_key, cluster.mod_revision, str(exc))
+    if not spec.allocated:
+        # reclaim: the DR key is not consulted; "unprotected" and "none" stay (handled by decide)
+        return Record("deleted", REASON_RECLAIMED, spec.dr_site, cluster.mod_revision, None)
+    if spec.dr_site is None:
+        return Record("unprotected", REASON_NO_DR, None, cluster.mod_revision, None)
+    if obs.dr is None:
+        return Record("protecting", f"DR site {spec.dr_site} has no replication status yet", spec.dr_site,
+                      cluster.mod_revision, None)
+    try:
+        replication = parse_dr(obs.dr.value)
+    except InputError as exc:
+        return InvalidInput(_key_text(obs.dr.key), obs.dr.mod_revision, str(exc))
+    return Record(REPLICATION_STATES[replication], f"DR site {spec.dr_site} replication {replication}",
+                  spec.dr_site, cluster.mod_revision, obs.dr.mod_revision)
+
+
+def decide(obs: Observed, *, term: int = 0, updated_at: str = "") -> Decision:
+    """Apply the spec's tables to one id. The new record (if any) carries ``term`` and ``updated_at``."""
+    old, old_state = stored_record(obs.protection)
+    if obs.cluster is None:
+        if obs.protection is None:
+            return Decision("none", obs.id)
+        return Decision("delete", obs.id, old, old_state)          # removal / orphan: deleted outright
+    want = desired(obs)
+    if isinstance(want, InvalidInput):
+        return Decision("invalid", obs.id, old, old_state, invalid=want)
+    assert want is not None
+    if want.state == "deleted":                                     # reclaimed
+        if obs.protection is None:
+            return Decision("none", obs.id)                         # none stays none
+        if old_state == "unprotected":
+            return Decision("unchanged", obs.id, old, old_state)    # not rewritten at all
+    want = Record(want.state, want.reason, want.dr_site, want.cluster_revision, want.dr_revision,
+                  term, updated_at)
+    if obs.protection is None:
+        return Decision("create", obs.id, None, old_state, want)
+    if old_state == "deleted" and want.state != "deleted":
+        return Decision("recreate", obs.id, old, old_state, want)   # allocation: a new lifecycle
+    if want.same(old):
+        return Decision("unchanged", obs.id, old, old_state)
+    return Decision("update", obs.id, old, old_state, want)
