@@ -15,6 +15,8 @@ from typing import Callable, Iterator
 import pytest
 import trustme
 
+from worker.etcd import EtcdTimeoutError, EtcdUnavailableError
+from worker.etcd import kv
 from worker.ops.embedded_etcd import EtcdCluster, TLSFiles
 
 
@@ -81,3 +83,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def create_retrying(client, key: str, value: str, timeout: float = 5.0) -> None:
+    """Create ``key`` while etcd comes back (or elects a leader): retried on "unavailable" and
+    "timeout", bounded in time. A timed-out write may have been applied, so the write is a
+    create-if-absent transaction: a retry never produces a second event."""
+    request = kv.txn_request([kv.cmp_create(key, "=", 0)], [kv.op_put(key, value)])
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.txn(request)
+            return
+        except (EtcdUnavailableError, EtcdTimeoutError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)

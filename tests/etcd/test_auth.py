@@ -17,6 +17,8 @@ from pyetcd.etcdrpc import auth_pb2
 from worker.etcd import EtcdAuthError, LeaseKeeper, PermissionDeniedError, Watch, connect
 from worker.etcd import kv
 
+from .conftest import create_retrying, wait_until
+
 
 ROOT_PASSWORD = "root-pw"
 TOKEN_TTL = 1  # seconds (the least etcd accepts)
@@ -117,16 +119,17 @@ def test_watch_and_keeper_survive_token_expiry_and_a_restart(own_auth_etcd, cert
     auth_etcd = own_auth_etcd
     client = _connect(auth_etcd, certs)
     writer = _connect(auth_etcd, certs)
+    holder = _connect(auth_etcd, certs)  # its own client: its re-logins must not help the watch's
     try:
-        lease = client.lease_grant(6)
-        keeper = LeaseKeeper(client, lease.ID, lease.TTL, interval=0.5)
+        lease = holder.lease_grant(6)
+        keeper = LeaseKeeper(holder, lease.ID, lease.TTL, interval=0.5)
         watch = Watch(client, "/pw/w/", range_end=kv.prefix_end("/pw/w/"))
         assert watch.started.wait(5)
         _idle_past_token_ttl()
         writer.put("/pw/w/1", "a")
         # the restart forgets every simple token: streams re-open only after re-authenticating
         auth_etcd.members[0].restart()
-        writer.put("/pw/w/2", "b")
+        create_retrying(writer, "/pw/w/2", "b")
         seen = []
         deadline = time.monotonic() + 10
         while len(seen) < 2 and time.monotonic() < deadline:
@@ -136,28 +139,23 @@ def test_watch_and_keeper_survive_token_expiry_and_a_restart(own_auth_etcd, cert
         assert seen == [b"/pw/w/1", b"/pw/w/2"]
         # and once more: every lost token earns a re-login, not just the first
         auth_etcd.members[0].restart()
-        writer.put("/pw/w/3", "c")
+        create_retrying(writer, "/pw/w/3", "c")
         response = watch.get(timeout=10)
         assert response is not None and [e.key for e in response.events] == [b"/pw/w/3"]
         confirmed = keeper.keepalives
-        assert _wait_for(lambda: keeper.keepalives > confirmed, 5), "no keepalive answered after the restart"
+        assert wait_until(lambda: keeper.keepalives > confirmed, 5), "no keepalive answered after the restart"
         assert not keeper.lost.is_set(), keeper.lost_reason
-        assert client.lease_time_to_live(lease.ID).TTL > 0
-        assert client.stats["authenticate"] >= 2
+        assert holder.lease_time_to_live(lease.ID).TTL > 0
+        # (etcd 3.5 checks no token on LeaseKeepAlive, so the keeper itself needs no new login;
+        # what it must survive is its stream breaking with every restart)
+        assert client.stats["authenticate"] >= 3  # the watch logged in again after each restart
         watch.close()
         keeper.stop()
     finally:
         client.close()
         writer.close()
+        holder.close()
 
-
-def _wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_watch_outside_the_granted_prefix_is_permission_denied(auth_etcd, certs):

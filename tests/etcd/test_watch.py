@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from worker.etcd import CompactedError, EtcdTimeoutError, EtcdUnavailableError, Watch, connect
+from worker.etcd import CompactedError, Watch, connect
 from worker.etcd import kv
 
-from .conftest import wait_until
+from .conftest import create_retrying, wait_until
 
 
 def _collect(watch: Watch, count: int, timeout: float) -> list[tuple[str, bytes, bytes]]:
@@ -27,22 +27,6 @@ def _collect(watch: Watch, count: int, timeout: float) -> list[tuple[str, bytes,
     return seen
 
 
-def _put_retrying(client, key: str, value: str, timeout: float = 5.0) -> None:
-    """Create ``key`` while etcd comes back (or elects a leader): retried on "unavailable" and
-    "timeout", bounded in time. A timed-out write may have been applied, so the write is a
-    create-if-absent transaction: a retry never produces a second event."""
-    request = kv.txn_request([kv.cmp_create(key, "=", 0)], [kv.op_put(key, value)])
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.txn(request)
-            return
-        except (EtcdUnavailableError, EtcdTimeoutError):
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
-
-
 @pytest.mark.faults
 def test_watch_resumes_after_restart_without_loss_or_repeat(private_etcd):
     member = private_etcd.members[0]
@@ -55,7 +39,7 @@ def test_watch_resumes_after_restart_without_loss_or_repeat(private_etcd):
             assert _collect(watch, 1, 5) == [("PutEvent", b"/w/k1", b"a")]
             member.kill()
             member.start(wait=False)  # the write below races the watch's reconnect
-            _put_retrying(writer, "/w/k2", "b")
+            create_retrying(writer, "/w/k2", "b")
             writer.put("/w/k3", "c")
             events = _collect(watch, 2, 10)
             assert events == [("PutEvent", b"/w/k2", b"b"), ("PutEvent", b"/w/k3", b"c")]
@@ -101,7 +85,7 @@ def test_watch_continues_on_another_member_after_a_kill(etcd3):
                 writer.put("/w3/k1", "a")
                 assert _collect(watch, 1, 5) == [("PutEvent", b"/w3/k1", b"a")]
                 victim.kill()
-                _put_retrying(writer, "/w3/k2", "b")
+                create_retrying(writer, "/w3/k2", "b")
                 assert _collect(watch, 1, 10) == [("PutEvent", b"/w3/k2", b"b")]
                 assert watch.get(timeout=0.3) is None, "an event was repeated"
                 assert client.endpoint_in_use.netloc != in_use

@@ -85,8 +85,8 @@ class Candidacy:
         return self.election.rev
 
     def close(self, resign: bool = True) -> None:
-        """Stop campaigning; with ``resign`` delete our key and revoke the lease (a graceful exit
-        hands over at once), else leave the lease to expire (it is already lost)."""
+        """Stop campaigning and revoke the lease (best effort, bounded); with ``resign`` delete our
+        key first, so a graceful exit hands over at once."""
         self._cancel.set()
         if self._observer is not None:
             self._observer.close()
@@ -95,9 +95,9 @@ class Candidacy:
                 self.election.resign()
             except EtcdError:
                 pass  # the revoke below (or the TTL) removes the key as well
-            self.session.close()
-        else:
-            self.session.orphan()
+        # revoke even a lease we count as lost: after a quorum loss etcd renews every lease on
+        # its new leader, and a key of ours left alive would keep the whole line waiting a TTL
+        self.session.close()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=1.0)

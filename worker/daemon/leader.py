@@ -53,6 +53,8 @@ class LeadContext:
     tick: Callable[[], None]
     on_leader: Callable[[Any], None]
     controls: Callable[[], Controls]
+    #: re-read the config file; True when the change needs a new connection (the term ends)
+    reload: Callable[[], bool]
 
 
 class StepDown(Exception):
@@ -83,16 +85,17 @@ class LeaderTerm:
             result = self._pass(fence, None)
             self.first_pass_done.set()
             self._start_watches(result.revision + 1)
-            next_full = time.monotonic() + ctx.interval()
+            last_full = time.monotonic()
             while True:
                 ctx.tick()
+                next_full = last_full + ctx.interval()  # read each time: SIGHUP may change it
                 timeout = max(0.0, min(next_full - time.monotonic(), 0.5))
                 changed = self._wait(timeout)
                 if changed:
                     self._pass(fence, changed)
-                if self._rewatch or time.monotonic() >= next_full:
+                if self._rewatch or time.monotonic() >= last_full + ctx.interval():
                     result = self._pass(fence, None)
-                    next_full = time.monotonic() + ctx.interval()
+                    last_full = time.monotonic()
                 if self._rewatch:
                     self._rewatch = False
                     self._stop_watches()
@@ -206,6 +209,10 @@ class LeaderTerm:
             raise StepDown("stopping")
         if report.kind == "control":
             self._apply_controls(report.data)
+            return
+        if report.kind == "reload":
+            if self.ctx.reload():
+                raise StepDown("config reload: reconnecting")
             return
         if report.generation != self.candidacy.generation:
             return  # from an earlier session

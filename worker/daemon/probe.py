@@ -13,7 +13,19 @@ class DaemonProbe:
         self._daemon = daemon
 
     def healthz(self) -> tuple[bool, dict[str, Any]]:
-        return self._daemon.state.healthy()
+        ok, detail = self._daemon.state.healthy()
+        return ok, {**detail, "etcd_requests": self.etcd_requests()}
+
+    def etcd_requests(self) -> dict[str, int]:
+        """Requests this process sent to etcd so far, by method (``EtcdClient.stats``; keepalive
+        messages on the lease stream count one each, watch streams are not requests)."""
+        client = self._daemon.client
+        for _ in range(3):  # another thread may add a method while we copy
+            try:
+                return dict(client.stats) if client is not None else {}
+            except RuntimeError:
+                continue
+        return {}
 
     def readyz(self) -> tuple[bool, dict[str, Any]]:
         return self._daemon.state.ready()
@@ -25,7 +37,8 @@ class DaemonProbe:
         """``status --json`` as this instance sees it, plus its own ``role``, ``term``, ``paused``."""
         daemon, state = self._daemon, self._daemon.state
         own = {"instance_id": state.instance_id, "role": state.role, "term": state.term,
-               "paused": state.paused, "last_pass": state.last_pass}
+               "paused": state.paused, "last_pass": state.last_pass,
+               "etcd_requests": self.etcd_requests()}  # before this answer's own reads
         client = daemon.client
         if client is None:
             return {**own, "leader": state.leader, "error": state.last_error}

@@ -66,6 +66,7 @@ class Daemon:
         self._generation = 0
         self._outage: str | None = None
         self._controls_watch: ControlWatcher | None = None
+        self._reconnect_pending = False
         self.controls = Controls()
         self._ready_sent = False
         self.http: HealthServer | None = None
@@ -88,6 +89,8 @@ class Daemon:
                 self.tick()
                 if self._reload.is_set():
                     self._reload_config()
+                if self._reconnect_pending:
+                    self._reconnect()
                 if self.candidacy is None:
                     if not self._start_candidacy():
                         break
@@ -101,6 +104,10 @@ class Daemon:
             self._shutdown()
         return 0
 
+    def request_reload(self) -> None:
+        self._reload.set()
+        self.reports.put(Report("reload", -1))
+
     def request_stop(self) -> None:
         self.stop.set()
         self.reports.put(Report("stop", -1))
@@ -110,7 +117,7 @@ class Daemon:
             return  # embedded (tests): the owner calls request_stop()
         signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
         signal.signal(signal.SIGINT, lambda *_: self.request_stop())
-        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
 
     def tick(self) -> None:
         """Proof of life for /healthz and the systemd watchdog, and the lease gauge."""
@@ -240,7 +247,8 @@ class Daemon:
                           metrics=self.metrics, reports=self.reports, stop=self.stop,
                           interval=lambda: self.cfg.reconcile.interval,
                           request_timeout=self.cfg.etcd.request_timeout, tick=self.tick,
-                          on_leader=self._on_leader, controls=lambda: self.controls)
+                          on_leader=self._on_leader, controls=lambda: self.controls,
+                          reload=self._reload_config)
         self.term = LeaderTerm(ctx, candidacy)
         try:
             reason = self.term.run()
@@ -275,27 +283,34 @@ class Daemon:
             candidacy.close(resign=resign)
 
     # -- reload and shutdown ------------------------------------------------------------------
-    def _reload_config(self) -> None:
+    def _reload_config(self) -> bool:
+        """Re-read the config file (SIGHUP). Log level and interval apply at once; a change of
+        endpoints, namespace, TLS, auth or TTL needs a new connection and session, which the main
+        loop makes once any term has ended. Returns True when that reconnect is pending."""
         self._reload.clear()
         try:
             new = config_mod.load(self.args) if self.args is not None else self.cfg
         except ConfigError as err:
             log.error("reload_failed", error=str(err))
-            return
+            return False
         reconnect = (new.etcd != self.cfg.etcd) or (new.election != self.cfg.election)
+        self.notifier.reloading()
         self.cfg = new
         logs.set_level(new.log.level)
-        log.info("config_reloaded", reconnect=reconnect, interval=new.reconcile.interval)
-        self.notifier.reloading()
-        if reconnect:
-            self.keys = Keys(new.etcd.namespace)
-            self.state.ttl = float(new.election.ttl)
-            self._drop_candidacy(resign=True)
-            self._close_controls()
-            if self.client is not None:
-                self.client.close()
-                self.client = None
+        log.info("config_reloaded", reconnect=reconnect, interval=new.reconcile.interval, level=new.log.level)
+        self._reconnect_pending = self._reconnect_pending or reconnect
         self.notifier.ready()
+        return reconnect
+
+    def _reconnect(self) -> None:
+        self._reconnect_pending = False
+        self.keys = Keys(self.cfg.etcd.namespace)
+        self.state.ttl = float(self.cfg.election.ttl)
+        self._drop_candidacy(resign=True)
+        self._close_controls()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
     def _close_controls(self) -> None:
         if self._controls_watch is not None:

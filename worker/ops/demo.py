@@ -92,6 +92,7 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
             return (last.get("last_pass") or {}).get("term") == leader[1].create_revision
 
         _await(first_pass_done, 30, "the first full pass")
+        _await(lambda: all(w.get("/readyz")[0] == 200 for w in workers), 30, "all instances campaigning")
         who, leader_kv = current_leader(client, keys)
         out(f"leader      {who['instance_id']} (term {leader_kv.create_revision})")
         out("states      " + "  ".join(f"{s} {n}" for s, n in _states(client, keys).items()))

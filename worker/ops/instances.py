@@ -26,8 +26,9 @@ class WorkerProcess:
 
     def __init__(self, instance_id: str, endpoints: list[str], namespace: str, log_dir: Path, *,
                  ttl: int = 3, interval: float = 30.0, request_timeout: float = 0.5,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.instance_id = instance_id
+        self.env = dict(env or {})
         self.endpoints = endpoints
         self.namespace = namespace
         self.ttl = ttl
@@ -36,6 +37,8 @@ class WorkerProcess:
         self.port = free_port()
         self.log_path = log_dir / f"{instance_id}.log"
         self.extra_args = list(extra_args or [])
+        #: extra environment for the process (e.g. LD_PRELOAD/FAKETIME for a skewed clock)
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self._config_path = log_dir / f"{instance_id}.toml"
 
@@ -54,7 +57,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self.write_config()
         log = open(self.log_path, "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, start_new_session=True)
         log.close()
