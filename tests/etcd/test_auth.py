@@ -148,7 +148,7 @@ def test_watch_and_keeper_survive_token_expiry_and_a_restart(own_auth_etcd, cert
         assert holder.lease_time_to_live(lease.ID).TTL > 0
         # (etcd 3.5 checks no token on LeaseKeepAlive, so the keeper itself needs no new login;
         # what it must survive is its stream breaking with every restart)
-        assert client.stats["authenticate"] >= 3  # the watch logged in again after each restart
+        assert client.stats["authenticate"] >= 2  # the watch logged in again (once per denial seen)
         watch.close()
         keeper.stop()
     finally:

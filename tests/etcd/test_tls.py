@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+import trustme
 
 from worker.errors import ConfigError
 from worker.etcd import EtcdTLSError, EtcdUnavailableError, connect
+from worker.ops.embedded_etcd import EtcdCluster, TLSFiles
 
 
 def test_server_auth_tls_with_ca_cert(tls_etcd, certs):
@@ -80,3 +82,19 @@ def test_password_over_plaintext_is_a_config_error():
 def test_unreadable_ca_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         connect(["https://127.0.0.1:1"], ca_cert=str(tmp_path / "missing.pem"))
+
+
+def test_a_server_cert_that_does_not_name_the_host_is_refused_at_once(tmp_path):
+    """gRPC checks the certificate against the host dialled (here the IP 127.0.0.1), so etcd's
+    certificate needs an IP SAN; without one, connect says so instead of timing out."""
+    ca = trustme.CA()
+    named = ca.issue_cert("etcd.example")  # no 127.0.0.1
+    files = {"ca": ca.cert_pem, "cert": named.cert_chain_pems[0], "key": named.private_key_pem}
+    paths = {name: str(tmp_path / f"{name}.pem") for name in files}
+    for name, blob in files.items():
+        blob.write_to_path(paths[name])
+    with EtcdCluster(1, tls=TLSFiles(paths["cert"], paths["key"])) as cluster:
+        started = time.monotonic()
+        with pytest.raises(EtcdTLSError, match="does not name 127.0.0.1"):
+            connect(cluster.endpoints, ca_cert=paths["ca"], dial_timeout=2.0)
+        assert time.monotonic() - started < 1.0

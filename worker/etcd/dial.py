@@ -63,7 +63,8 @@ def _speaks_tls(endpoint: Any, timeout: float) -> bool:
         return False
 
 
-_DEFINITE_TLS = ("SSL_ERROR_SSL", "TSI_PROTOCOL_FAILURE", "CERTIFICATE", "ALERT", "UNKNOWN_CA")
+_DEFINITE_TLS = ("SSL_ERROR_SSL", "TSI_PROTOCOL_FAILURE", "CERTIFICATE", "ALERT", "UNKNOWN_CA",
+                 "VERIFICATION CHECK FAILED", "HOSTNAME")
 
 
 def _tls_problem(endpoint: Any, details: str) -> EtcdError | None:
@@ -72,8 +73,10 @@ def _tls_problem(endpoint: Any, details: str) -> EtcdError | None:
     if not any(marker in upper for marker in _DEFINITE_TLS):
         return None
     url = _url(endpoint)
-    if "CERTIFICATE_VERIFY_FAILED" in upper or "ISSUER" in upper or "HOSTNAME" in upper:
-        cause = "etcd's server certificate is not signed by etcd.ca_cert (or names another host)"
+    if "PEER NAME" in upper or "HOSTNAME" in upper:
+        cause = f"etcd's server certificate does not name {endpoint.host} (add it as a SAN, or dial a name it has)"
+    elif "CERTIFICATE_VERIFY_FAILED" in upper or "ISSUER" in upper:
+        cause = "etcd's server certificate is not signed by etcd.ca_cert"
     elif "BAD_CERTIFICATE" in upper or "CERTIFICATE_REQUIRED" in upper or "UNKNOWN_CA" in upper:
         cause = ("etcd refused our client certificate: it requires mutual TLS with a certificate "
                  "signed by its trusted CA (etcd.cert/etcd.key)")

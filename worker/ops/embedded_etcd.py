@@ -109,18 +109,7 @@ class EtcdMember:
             return
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._spawn()
-        if not wait:
-            return
-        try:
-            self.wait_healthy(timeout)
-        except PortTakenError:
-            if self.cluster_state != "new":
-                raise  # a restart must keep its client port: clients know it
-            # another process bound our client port between free_port() and etcd's bind: once
-            # more on a fresh port (the client port is not part of the initial cluster)
-            self.kill()
-            self.client_port = free_port()
-            self._spawn()
+        if wait:
             self.wait_healthy(timeout)
 
     def _spawn(self) -> None:
@@ -175,9 +164,25 @@ class EtcdMember:
             return False
 
     def wait_healthy(self, timeout: float = 15.0) -> None:
+        try:
+            self._wait_healthy(timeout)
+        except PortTakenError:
+            if self.cluster_state != "new":
+                raise  # a restart must keep its client port: clients know it
+            # another process bound our client port between free_port() and etcd's bind: once
+            # more on a fresh port (the client port is not part of the initial cluster)
+            self.kill()
+            self.client_port = free_port()
+            self._spawn()
+            self._wait_healthy(timeout)
+
+    def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
+                tail = self.log_tail(20)
+                if "address already in use" in tail and f"127.0.0.1:{self.client_port}" in tail:
+                    raise PortTakenError(f"etcd {self.name}: client port {self.client_port} is taken")
                 raise EmbeddedEtcdError(f"etcd {self.name} exited with {self.proc.returncode}; "
                                         f"see {self.log_path}: {self.log_tail()}")
             if self._health():
