@@ -66,6 +66,9 @@ class PollElector:
     """One candidate. ``run_in_thread()`` starts it; ``elected`` is set (and ``elected_at`` noted)
     once it leads; ``stop(release=True)`` is a graceful exit, ``stop(release=False)`` a crash."""
 
+    #: requests sent by every elector in this process (benchmarks cross-check etcd's own counts)
+    all_requests = 0
+
     def __init__(self, client: EtcdClient, key: str, identity: str, timings: Timings = Timings(),
                  rng: random.Random | None = None) -> None:
         self.client = client
@@ -92,10 +95,10 @@ class PollElector:
     def try_acquire_or_renew(self) -> bool:
         now_wall, now = time.time(), time.monotonic()
         new = Record(self.identity, self.t.lease_duration, now_wall, now_wall)
-        self.requests += 1
+        self._count()
         resp = self.client.range(kv.range_request(self.key))
         if not resp.kvs:
-            self.requests += 1
+            self._count()
             ok = self.client.txn(kv.txn_request([kv.cmp_create(self.key, "=", 0)],
                                                 [kv.op_put(self.key, new.encode())])).succeeded
             if ok:
@@ -114,12 +117,16 @@ class PollElector:
             new.acquireTime, new.leaderTransitions = old.acquireTime, old.leaderTransitions
         else:
             new.leaderTransitions = old.leaderTransitions + 1
-        self.requests += 1
+        self._count()
         txn = self.client.txn(kv.txn_request([kv.cmp_mod(self.key, "=", item.mod_revision)],
                                              [kv.op_put(self.key, new.encode())]))
         if txn.succeeded:
             self._observe(new.encode(), new, now, txn.header.revision)
         return bool(txn.succeeded)
+
+    def _count(self) -> None:
+        self.requests += 1
+        PollElector.all_requests += 1
 
     def _observe(self, raw: bytes, record: Record, at: float, mod: int) -> None:
         self._observed_raw, self._observed, self._observed_time, self._observed_mod = raw, record, at, mod
@@ -133,7 +140,7 @@ class PollElector:
         assert old is not None
         empty = Record("", 1, now, now, old.leaderTransitions)
         try:
-            self.requests += 1
+            self._count()
             return bool(self.client.txn(kv.txn_request([kv.cmp_mod(self.key, "=", self._observed_mod)],
                                                        [kv.op_put(self.key, empty.encode())])).succeeded)
         except EtcdError:

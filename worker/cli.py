@@ -7,8 +7,14 @@ Exit status: 0 success, 1 the operation failed (etcd unreachable, drill or audit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
+
+# gRPC's C core logs every failed TLS handshake to stderr at INFO ("I1125 ... Handshake failed"),
+# several per second while dialling: a TLS mistake would bury the one line that explains it, and
+# the daemon's JSON log would get raw lines. Errors still show; GRPC_VERBOSITY set by the operator wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from worker import __version__
 

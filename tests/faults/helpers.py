@@ -120,7 +120,11 @@ class Inputs:
         return {cid: rec["state"] for cid, rec in current.items()} == self.expected
 
     def await_converged(self, timeout: float = 20.0) -> dict[str, dict[str, Any]]:
-        current = await_records(self.client, self.keys, self.matches, timeout=timeout)
+        """Until every state is as expected *and* a dry-run pass plans nothing (a change that
+        keeps the state, such as a DR status written again, still updates the record's revisions)."""
+        current = await_records(self.client, self.keys,
+                                lambda cur: self.matches(cur) and plans_nothing(self.client, self.keys) == [],
+                                timeout=timeout)
         self.settle()
         return current
 
@@ -138,6 +142,23 @@ def assert_clean(client: EtcdClient, keys: Keys, from_revision: int, *, min_chec
     assert report.violations == [], report.violations
     assert report.checked >= min_checked, f"only {report.checked} protection writes since {from_revision}"
     return report.checked
+
+
+def await_new_term(client: EtcdClient, keys: Keys, old_term: int, timeout: float) -> tuple[str, int]:
+    """Wait (election observer) for a leader whose term is not ``old_term``."""
+    from worker.concurrency.observe import Observer
+    from worker.daemon.identity import parse_identity
+
+    deadline = time.monotonic() + timeout
+    with Observer(client, keys.election + "/") as observer:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no leader of a term other than {old_term} within {timeout} s: "
+                                     f"{leader_of(client, keys)}")
+            leader = observer.get(timeout=left)
+            if leader is not None and leader.create_revision != old_term:
+                return parse_identity(leader.value)["instance_id"], leader.create_revision
 
 
 def one_leader(workers: list[WorkerProcess], client: EtcdClient, keys: Keys, timeout: float = 10.0) -> str:
@@ -256,12 +277,13 @@ def log_events(worker: WorkerProcess, event: str) -> list[dict[str, Any]]:
 
 
 def await_log(worker: WorkerProcess, event: str, timeout: float = 10.0,
-              where: Callable[[dict[str, Any]], bool] = lambda e: True) -> dict[str, Any]:
-    """The first ``event`` line matching ``where`` in the worker's JSON log (another process writes
-    that file: nothing to watch but the file itself)."""
+              where: Callable[[dict[str, Any]], bool] = lambda e: True, contains: bool = False) -> dict[str, Any]:
+    """The first ``event`` line (with ``contains``: a line whose event contains that text) matching
+    ``where`` in the worker's JSON log (another process writes that file: nothing to watch but it)."""
     deadline = time.monotonic() + timeout
     while True:
-        found = [e for e in log_events(worker, event) if where(e)]
+        found = [e for e in worker.log_events() if where(e) and
+                 (event in str(e.get("event")) if contains else e.get("event") == event)]
         if found:
             return found[0]
         if time.monotonic() > deadline:

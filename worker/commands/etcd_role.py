@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from typing import Callable
 
 from worker import config
@@ -29,9 +30,10 @@ def setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
         plan = RolePlan(cfg.etcd.namespace, args.user, args.role)
         if args.print_:
             flags = f"--endpoints={','.join(cfg.etcd.endpoints)}"
-            if cfg.etcd.ca_cert:
-                flags += f" --cacert={cfg.etcd.ca_cert}"
-            flags += " --user=root"
+            for flag, value in (("--cacert", cfg.etcd.ca_cert), ("--cert", cfg.etcd.cert), ("--key", cfg.etcd.key)):
+                if value:
+                    flags += f" {flag}={shlex.quote(value)}"
+            flags += f" --user={shlex.quote(args.admin_user)}"
             for line in print_commands(plan, flags):
                 print(line)
             return EXIT_OK

@@ -6,8 +6,9 @@ import argparse
 from typing import Callable
 
 from worker import config
-from worker.cli import command
-from worker.commands.common import load_config_or_exit
+from worker.cli import EXIT_USAGE, command
+from worker.commands.common import fail, load_config_or_exit
+from worker.errors import ConfigError
 
 
 @command("run", "the daemon: campaign, lead or observe, until SIGTERM/SIGINT")
@@ -16,6 +17,10 @@ def setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
 
     def handler(args: argparse.Namespace) -> int:
         cfg = load_config_or_exit(args)
+        try:  # a missing or unreadable credential is a config error at start (exit 2), not a retry loop
+            config.read_password(cfg.etcd)
+        except ConfigError as err:
+            return fail(f"config error: {err}", EXIT_USAGE)
         from worker.daemon import logs, runner
         logs.configure_logging(cfg.log.level, cfg.log.format, cfg.instance_id)
         return runner.run(cfg, args)

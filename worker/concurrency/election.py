@@ -15,7 +15,7 @@ candidate and an etcdctl candidate take turns in one election. Where we differ f
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from worker.concurrency.errors import (
     NoLeaderError,
@@ -76,9 +76,11 @@ class Election:
         return self.session.client
 
     def campaign(self, value: str | bytes, timeout: float | None = None,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, on_queued: Callable[[], None] | None = None) -> None:
         """Put our key (or find it, re-campaigning on the same lease) and wait to lead.
 
+        ``on_queued`` (not in Go) is called once our key is in etcd, before waiting: the caller
+        learns that it may write there (a daemon blocked by a permission error recovers then).
         Raises ``WaitTimeoutError``/``WaitCancelledError`` (``TimeoutError``s) after resigning,
         ``SessionExpiredError`` when the session ends while waiting.
         """
@@ -102,6 +104,8 @@ class Election:
                 except BaseException:
                     self._resign_quietly()
                     raise
+        if on_queued is not None:
+            on_queued()
         stop = Stop(timeout, cancel, session, expired_message="election: session is expired")
         try:
             wait_deletes(self._client(), self.key_prefix, self._leader_rev - 1, stop)

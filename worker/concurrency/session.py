@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from worker.etcd.client import EtcdClient
-from worker.etcd.errors import EtcdError, LeaseNotFoundError
+from worker.etcd.errors import EtcdError, LeaseNotFoundError, PermissionDeniedError
 from worker.etcd.keepalive import LeaseKeeper
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,12 @@ class Session:
             self.client.lease_revoke(self.lease, timeout=min(float(self.ttl), timeout))
             return True
         except LeaseNotFoundError:
+            return False
+        except PermissionDeniedError:
+            # etcd checks write permission on the lease's keys: a role that lost it cannot revoke
+            # (the caller reports the refusal itself, once); the lease expires within the TTL
+            log.info("session %x: revoke refused for lack of permission on its keys; the lease expires "
+                     "within %d s", self.lease, self.ttl)
             return False
         except EtcdError as err:
             log.warning("session %x: revoke failed (%s); the lease expires within %d s", self.lease, err, self.ttl)

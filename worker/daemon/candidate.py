@@ -1,9 +1,9 @@
 """A candidacy: one session, its campaign and its view of the leader — and nothing else.
 
 As in client-go's ``leaderelection``, the elector knows nothing of what leading means: it reports
-to the main loop through a queue (``elected``, ``leader`` changes, ``lease_lost``,
-``campaign_failed``), and the main loop decides. Each candidacy carries a generation number so a
-late report from an abandoned session is recognised and ignored.
+to the main loop through a queue (``queued`` once our key is in line, ``elected``, ``leader``
+changes, ``lease_lost``, ``campaign_failed``), and the main loop decides. Each candidacy carries a
+generation number so a late report from an abandoned session is recognised and ignored.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Candidacy:
 
     def _campaign(self) -> None:
         try:
-            self.election.campaign(self.value, cancel=self._cancel)
+            self.election.campaign(self.value, cancel=self._cancel, on_queued=lambda: self._report("queued"))
         except (WaitCancelledError, SessionExpiredError, EtcdClosedError):
             return  # cancelled by us, or the lease report says the rest
         except WorkerError as err:

@@ -10,13 +10,18 @@ from worker.control import read_controls
 from worker.daemon.candidate import Report
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient
-from worker.etcd.errors import EtcdClosedError, EtcdError
+from worker.etcd.errors import EtcdClosedError, EtcdError, PermissionDeniedError
 from worker.etcd.watch import Watch
 from worker.protection.keys import Keys
 
 
 class ControlWatcher:
-    def __init__(self, client: EtcdClient, keys: Keys, reports: queue.Queue[Report]) -> None:
+    """``denied_wait``: seconds between attempts while etcd refuses us permission (the daemon
+    reports that once and is unhealthy meanwhile; asking again and again would only hammer etcd)."""
+
+    def __init__(self, client: EtcdClient, keys: Keys, reports: queue.Queue[Report],
+                 denied_wait: float = 10.0) -> None:
+        self._denied_wait = denied_wait
         self._client = client
         self._keys = keys
         self._reports = reports
@@ -28,6 +33,7 @@ class ControlWatcher:
     def _run(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
+            denied = False
             try:
                 controls = read_controls(self._client, self._keys)
                 self._reports.put(Report("control", -1, controls))
@@ -38,12 +44,14 @@ class ControlWatcher:
                     backoff = 0.1
             except EtcdClosedError:
                 return
+            except PermissionDeniedError:
+                denied = True
             except EtcdError:
                 pass  # compacted, unavailable: read again after a pause
             finally:
                 if self._watch is not None:
                     self._watch.close()
-            self._stop.wait(backoff)
+            self._stop.wait(self._denied_wait if denied else backoff)
             backoff = min(backoff * 2, 2.0)
 
     def close(self) -> None:

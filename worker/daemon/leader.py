@@ -27,7 +27,7 @@ from worker.daemon.metrics import Metrics
 from worker.daemon.state import LEADER, DaemonState
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient
-from worker.etcd.errors import CompactedError, EtcdClosedError, EtcdError
+from worker.etcd.errors import CompactedError, EtcdClosedError, EtcdError, PermissionDeniedError
 from worker.etcd.watch import Watch
 from worker.protection.keys import Keys
 from worker.protection.reconcile import Fence, FenceLostError, PassResult, full_pass, incremental_pass
@@ -55,6 +55,8 @@ class LeadContext:
     controls: Callable[[], Controls]
     #: re-read the config file; True when the change needs a new connection (the term ends)
     reload: Callable[[], bool]
+    #: told when etcd refused a permission (the daemon blocks after the term)
+    denied: Callable[[PermissionDeniedError], None] = lambda _err: None
 
 
 class StepDown(Exception):
@@ -165,6 +167,11 @@ class LeaderTerm:
                 ctx.metrics.fenced_write()
                 log.warning("fenced_write", mode=mode, error=str(err))
                 raise StepDown(f"fence lost: {err}") from err
+            except PermissionDeniedError as err:
+                # retrying cannot fix a role that lacks the permission: step down, said once
+                ctx.metrics.observe_pass(mode, "error", time.monotonic() - started, {})
+                ctx.denied(err)  # the daemon says it once, naming the key ("permission_denied")
+                raise StepDown("etcd refused a permission") from err
             except EtcdError as err:
                 ctx.metrics.observe_pass(mode, "error", time.monotonic() - started, {})
                 log.warning("reconcile_failed", mode=mode, error=str(err), kind=err.kind)

@@ -36,7 +36,7 @@ from worker.daemon.metrics import Metrics
 from worker.daemon.notify import Notifier
 from worker.daemon.state import CONNECTING, FOLLOWER, LEADER, STOPPING, DaemonState
 from worker.etcd.client import EtcdClient
-from worker.etcd.errors import EtcdAuthError, EtcdError
+from worker.etcd.errors import EtcdAuthError, EtcdError, LeaseNotFoundError, PermissionDeniedError
 from worker.errors import ConfigError, WorkerError
 from worker.protection.keys import Keys
 
@@ -63,7 +63,13 @@ class Daemon:
         self.client: EtcdClient | None = None
         self.candidacy: Candidacy | None = None
         self.term: LeaderTerm | None = None
+        #: the permission error that ended the last term, if one did
+        self.term_denied: PermissionDeniedError | None = None
         self._generation = 0
+        #: leases of sessions lost while etcd could not be reached (their revoke failed): etcd's
+        #: next raft leader renews every lease, so our stale election key would hold the line
+        #: for another TTL; revoked as soon as etcd answers again
+        self._stale_leases: set[int] = set()
         self._outage: str | None = None
         self._controls_watch: ControlWatcher | None = None
         self._reconnect_pending = False
@@ -162,17 +168,21 @@ class Daemon:
             self.client.on_error = self.metrics.etcd_error
         self._generation += 1
         if self._controls_watch is None:
-            self._controls_watch = ControlWatcher(self.client, self.keys, self.reports)
+            self._controls_watch = ControlWatcher(self.client, self.keys, self.reports,
+                                                  denied_wait=float(self.cfg.election.ttl))
         self.candidacy = Candidacy(self.client, self.keys.election, self.cfg.election.ttl,
                                    identity(self.instance_id, self.http_address()), self.reports,
                                    self._generation)
         self.state.connected = self.state.campaigning = self.state.session_alive = True
         self.state.role = FOLLOWER
         self.state.last_error = None
+        self._revoke_stale_leases()
         if self._outage is not None:
             log.info("etcd_reachable", after=self._outage)
             self._outage = None
-        log.info("campaigning", key=self.candidacy.key or None, lease=f"{self.candidacy.session.lease:x}")
+        # while blocked (a refused permission, said once) each slow retry is not news
+        (log.debug if self.state.blocked else log.info)("campaigning", key=self.candidacy.key or None,
+                                                        lease=f"{self.candidacy.session.lease:x}")
         if not self._ready_sent:
             self.notifier.ready()
             self._ready_sent = True
@@ -196,7 +206,10 @@ class Daemon:
             return
         if report.kind == "stop" or candidacy is None or report.generation != candidacy.generation:
             return
-        if report.kind == "elected":
+        if report.kind == "queued":
+            self._unblock()
+        elif report.kind == "elected":
+            self._unblock()
             self._lead(candidacy)
         elif report.kind == "leader":
             self._on_leader(report.data)
@@ -205,14 +218,33 @@ class Daemon:
             self._drop_candidacy(resign=False)
         elif report.kind == "campaign_failed":
             err = report.data
-            log.error("campaign_failed", error=str(err), kind=getattr(err, "kind", "other"))
             self.state.last_error = str(err)
             self._drop_candidacy(resign=True)
             if isinstance(err, EtcdAuthError):
-                self.state.blocked = str(err)  # unhealthy until it works; retry slowly, not in a loop
-                self._sleep(self.cfg.election.ttl)
+                self._block(err)
             else:
+                log.error("campaign_failed", error=str(err), kind=getattr(err, "kind", "other"))
                 self._sleep(0.2)
+
+    def _block(self, err: EtcdError) -> None:
+        """etcd refuses us (permission, auth): retrying at once cannot help and would hammer etcd.
+        Said once (one log line until it works again), unhealthy meanwhile, and retried once per
+        TTL without leading or writing anything."""
+        if self.state.blocked is None:
+            event = "permission_denied" if isinstance(err, PermissionDeniedError) else "auth_refused"
+            log.error(event, error=str(err), kind=err.kind, key=getattr(err, "key", None),
+                      retry_in=self.cfg.election.ttl)
+            self.notifier.status(f"blocked: {err}")
+        self.state.blocked = str(err)
+        self._sleep(self.cfg.election.ttl)
+
+    def _term_denied(self, err: PermissionDeniedError) -> None:
+        self.term_denied = err
+
+    def _unblock(self) -> None:
+        if self.state.blocked is not None:
+            log.info("permission_restored", was=self.state.blocked)
+            self.state.blocked = None
 
     def _on_controls(self, controls: Controls) -> None:
         """A follower's part of a switchover: step to the back of the line when ahead of its target."""
@@ -248,7 +280,7 @@ class Daemon:
                           interval=lambda: self.cfg.reconcile.interval,
                           request_timeout=self.cfg.etcd.request_timeout, tick=self.tick,
                           on_leader=self._on_leader, controls=lambda: self.controls,
-                          reload=self._reload_config)
+                          reload=self._reload_config, denied=self._term_denied)
         self.term = LeaderTerm(ctx, candidacy)
         try:
             reason = self.term.run()
@@ -265,6 +297,10 @@ class Daemon:
         # campaign again from the back of the line with a fresh session (the old key may be gone)
         self._drop_candidacy(resign=not candidacy.session.lost)
         self.notifier.status("follower: campaigning again")
+        denied = self.term_denied
+        if denied is not None:  # lost a permission while leading: do not come back in a loop
+            self.term_denied = None
+            self._block(denied)
 
     def http_address(self) -> str | None:
         """Where this instance's HTTP endpoint answers (proclaimed, so drills can find it)."""
@@ -281,6 +317,20 @@ class Daemon:
         self.state.session_alive = False
         if candidacy is not None:
             candidacy.close(resign=resign)
+            if candidacy.session.lost:
+                self._stale_leases.add(candidacy.session.lease)
+
+    def _revoke_stale_leases(self) -> None:
+        """Revoke the leases of sessions lost during an outage, now that etcd answers again."""
+        for lease in sorted(self._stale_leases):
+            try:
+                self.client.lease_revoke(lease, timeout=self.cfg.etcd.request_timeout)  # type: ignore[union-attr]
+                log.info("stale_lease_revoked", lease=f"{lease:x}")
+            except LeaseNotFoundError:
+                pass  # expired or revoked already
+            except EtcdError:
+                continue  # etcd still away: next time
+            self._stale_leases.discard(lease)
 
     # -- reload and shutdown ------------------------------------------------------------------
     def _reload_config(self) -> bool:
@@ -333,6 +383,9 @@ class Daemon:
 def run(cfg: Config, args: argparse.Namespace | None = None) -> int:
     try:
         return Daemon(cfg, args).run()
+    except ConfigError as err:  # e.g. a credential file that became unreadable: restarting cannot help
+        print(f"protection-worker: config error: {err}", file=sys.stderr)
+        return 2
     except WorkerError as err:
         log.error("fatal", error=str(err))
         return 1

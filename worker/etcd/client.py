@@ -40,6 +40,8 @@ from worker.etcd.errors import (
     EtcdTimeoutError,
     EtcdUnavailableError,
     InvalidTokenError,
+    PermissionDeniedError,
+    denied_on,
     from_grpc,
 )
 
@@ -182,8 +184,12 @@ class EtcdClient(MultiEndpointEtcd3Client):
         self._contact()
         return result
 
-    def _send(self, name: str, call: Callable[[], T], *, idempotent: bool, reauth: bool = True) -> T:
-        """One request: re-authenticate once on an expired token; retry reads, bounded."""
+    def _send(self, name: str, call: Callable[[], T], *, idempotent: bool, reauth: bool = True,
+              key: Any = None) -> T:
+        """One request: re-authenticate once on an expired token; retry reads, bounded.
+
+        etcd's "permission denied" does not say on what: ``key`` (the key the request touches,
+        given by the caller, who knows it) is named in the error instead."""
 
         def attempt() -> T:
             try:
@@ -205,6 +211,10 @@ class EtcdClient(MultiEndpointEtcd3Client):
                 reraise=True,
             )
             return retrying(attempt)
+        except PermissionDeniedError as err:
+            named = denied_on(err, key)
+            self._report(named)
+            raise named from err
         except EtcdError as err:
             self._report(err)
             raise
@@ -213,12 +223,12 @@ class EtcdClient(MultiEndpointEtcd3Client):
     def range(self, request: Any) -> Any:
         """Send a ``RangeRequest`` built with ``worker.etcd.kv``; returns the ``RangeResponse``."""
         return self._send("range", lambda: self.kvstub.Range(request, self.timeout, metadata=self.metadata),
-                          idempotent=True)
+                          idempotent=True, key=request.key)
 
     def txn(self, request: Any) -> Any:
         """Send a ``TxnRequest``; returns the ``TxnResponse`` (with header and raw responses)."""
         return self._send("txn", lambda: self.kvstub.Txn(request, self.timeout, metadata=self.metadata),
-                          idempotent=False)
+                          idempotent=False, key=txn_key(request))
 
     def lease_grant(self, ttl: int, lease_id: int = 0) -> Any:
         request = etcdrpc.LeaseGrantRequest(TTL=ttl, ID=lease_id)
@@ -298,9 +308,31 @@ def _wrap(name: str, idempotent: bool) -> Callable[..., Any]:
 
     @functools.wraps(base)
     def method(self: EtcdClient, *args: Any, **kwargs: Any) -> Any:
-        return self._send(name, lambda: base(self, *args, **kwargs), idempotent=idempotent)
+        key = args[0] if args and isinstance(args[0], (str, bytes)) else kwargs.get("key")
+        return self._send(name, lambda: base(self, *args, **kwargs), idempotent=idempotent, key=key)
 
     return method
+
+
+def txn_key(request: Any) -> bytes | None:
+    """The key a denied transaction most likely failed on: its first write (a read-only role
+    passes the compares and reads), else its first read, else its first compare."""
+    reads: list[bytes] = []
+    for op in [*request.success, *request.failure]:
+        which = op.WhichOneof("request")
+        if which == "request_put":
+            return op.request_put.key
+        if which == "request_delete_range":
+            return op.request_delete_range.key
+        if which == "request_range":
+            reads.append(op.request_range.key)
+        if which == "request_txn":
+            inner = txn_key(op.request_txn)
+            if inner is not None:
+                return inner
+    if reads:
+        return reads[0]
+    return request.compare[0].key if request.compare else None
 
 
 # pyetcd methods that issue exactly one request (the composite ones call these, so each request

@@ -49,9 +49,11 @@ class InvalidTokenError(EtcdAuthError):
 
 
 class PermissionDeniedError(EtcdAuthError):
-    """The user's role does not allow this request on this key."""
+    """The user's role does not allow this request on this key (``key``: the key the caller
+    touched, when known; etcd's own message does not name it)."""
 
     kind = "permission"
+    key: str | None = None
 
 
 class CompactedError(EtcdError):
@@ -80,6 +82,16 @@ class EtcdClosedError(EtcdError):
     """The client (or the stream) was closed by us."""
 
     kind = "closed"
+
+
+def denied_on(err: PermissionDeniedError, key: object) -> PermissionDeniedError:
+    """``err`` re-worded to name ``key``: "permission denied on /ns/election/…: (<etcd's words>)"."""
+    if key is None or err.key is not None:
+        return err
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+    named = PermissionDeniedError(f"permission denied on {text} ({err})")
+    named.key = text
+    return named
 
 
 def from_grpc(exc: grpc.RpcError, where: str = "") -> EtcdError:

@@ -25,6 +25,7 @@ from worker.etcd.errors import (
     EtcdError,
     InvalidTokenError,
     PermissionDeniedError,
+    denied_on,
     from_grpc,
 )
 from worker.etcd.kv import to_bytes
@@ -155,7 +156,7 @@ class Watch:
                 if isinstance(err, InvalidTokenError):
                     self._reauthenticate()
                 elif isinstance(err, PermissionDeniedError):
-                    self._fail(err)
+                    self._fail(denied_on(err, self._key))
                     return
                 else:
                     self._client.mark_failed()
@@ -217,7 +218,7 @@ class Watch:
             if response.canceled:
                 reason = response.cancel_reason or "canceled by the server"
                 if "permission denied" in reason or "auth" in reason:
-                    raise PermissionDeniedError(f"watch on {self._key!r}: {reason}")
+                    raise denied_on(PermissionDeniedError(f"watch: {reason}"), self._key)
                 raise EtcdError(f"watch on {self._key!r}: {reason}")
             if response.created:
                 if not self._next_revision:

@@ -26,8 +26,12 @@ class WorkerProcess:
 
     def __init__(self, instance_id: str, endpoints: list[str], namespace: str, log_dir: Path, *,
                  ttl: int = 3, interval: float = 30.0, request_timeout: float = 0.5,
-                 extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 etcd_settings: dict[str, str] | None = None) -> None:
         self.instance_id = instance_id
+        #: more ``[etcd]`` keys for the config file: ca_cert, cert, key, username, password_file
+        self.etcd_settings = dict(etcd_settings or {})
+        #: extra environment for the process (e.g. LD_PRELOAD/FAKETIME for a skewed clock)
         self.env = dict(env or {})
         self.endpoints = endpoints
         self.namespace = namespace
@@ -37,8 +41,6 @@ class WorkerProcess:
         self.port = free_port()
         self.log_path = log_dir / f"{instance_id}.log"
         self.extra_args = list(extra_args or [])
-        #: extra environment for the process (e.g. LD_PRELOAD/FAKETIME for a skewed clock)
-        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self._config_path = log_dir / f"{instance_id}.toml"
 
@@ -51,6 +53,7 @@ class WorkerProcess:
         self._config_path.write_text(
             f"[etcd]\nendpoints = [{eps}]\nnamespace = {json.dumps(self.namespace)}\n"
             f"dial_timeout = {self.request_timeout}\nrequest_timeout = {self.request_timeout}\n"
+            + "".join(f"{name} = {json.dumps(value)}\n" for name, value in self.etcd_settings.items()) +
             f"[election]\nttl = {self.ttl}\n[reconcile]\ninterval = {self.interval}\n"
             f"[log]\nlevel = \"info\"\nformat = \"json\"\n")
 
