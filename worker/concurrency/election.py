@@ -157,10 +157,11 @@ class Election:
             raise NoLeaderError()
         return resp.kvs[0]
 
-    def observe(self) -> Observer:
-        """An iterator of leader ``KeyValue``s: the current one, then each change (Go's ``Observe``)."""
+    def observe(self, settle: float = 0.0) -> Observer:
+        """An iterator of leader ``KeyValue``s: the current one, then each change (Go's ``Observe``).
+        ``settle``: see ``Observer``."""
         from worker.concurrency.observe import Observer
-        return Observer(self._client(), self.key_prefix)
+        return Observer(self._client(), self.key_prefix, settle=settle)
 
     def __repr__(self) -> str:
         return f"<Election {self.key_prefix!r} key={self._leader_key!r} rev={self._leader_rev}>"

@@ -33,8 +33,12 @@ _BACKOFF_MAX = 1.0
 class Observer:
     """Iterate for leader ``KeyValue``s, or ``get(timeout)``; ``close()`` ends it from any thread."""
 
-    def __init__(self, client: EtcdClient, key_prefix: str) -> None:
+    def __init__(self, client: EtcdClient, key_prefix: str, settle: float = 0.0) -> None:
         self._client = client
+        #: seconds to wait after the leader's key is deleted before reading the next leader (not
+        #: in Go): lets a candidate next in line, often in the same process, win first
+        self._settle = settle
+        self._settle_until = 0.0
         self._prefix = key_prefix
         self._closed = threading.Event()
         self._lock = threading.Lock()
@@ -99,6 +103,10 @@ class Observer:
     def _step(self, left: float | None) -> None:
         """Advance once: one read, or one wait of at most ``left`` seconds on the current watch."""
         if self._phase == "read":
+            wait = self._settle_until - time.monotonic()
+            if wait > 0:
+                self._closed.wait(wait if left is None else min(wait, left))
+                return
             try:
                 resp = self._client.range(kv.first_create(self._prefix))
             except (EtcdUnavailableError, EtcdTimeoutError):
@@ -148,5 +156,6 @@ class Observer:
             if isinstance(event, DeleteEvent):
                 self._close_watch()
                 self._phase = "read"
+                self._settle_until = time.monotonic() + self._settle
                 return
             self._pending.append((wr.header, event._event.kv))
