@@ -147,7 +147,7 @@ class Daemon:
         until it works or a stop is requested. Returns False when stopping."""
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(EtcdError),
-            wait=tenacity.wait_exponential_jitter(initial=0.1, max=2.0),
+            wait=self._retry_wait,
             stop=tenacity.stop_when_event_set(self.stop),
             sleep=self._sleep,
             before_sleep=self._note_outage,
@@ -158,6 +158,16 @@ class Daemon:
         except EtcdError:
             return False  # stopping while etcd was away
         return not self.stop.is_set()
+
+    _backoff = tenacity.wait_exponential_jitter(initial=0.1, max=2.0)
+
+    def _retry_wait(self, retry_state: tenacity.RetryCallState) -> float:
+        """Unreachable etcd: capped exponential backoff. Refused credentials or permissions: once
+        per TTL — asking again sooner cannot help and only hammers etcd."""
+        err = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(err, EtcdAuthError):
+            return float(self.cfg.election.ttl)
+        return self._backoff(retry_state)
 
     def _open_candidacy(self) -> None:
         if self.stop.is_set():
