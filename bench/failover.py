@@ -363,6 +363,16 @@ def incremental(client: EtcdClient, keys: Keys, ids: list[str], changes: int) ->
     lock = threading.Lock()
     latencies: list[float] = []
     all_seen = threading.Event()
+    #: the newest record seen per id: the record can arrive before our put's answer does
+    seen: dict[str, tuple[int, float]] = {}
+
+    def settle(cid: str) -> None:  # with lock held
+        want, got = pending.get(cid), seen.get(cid)
+        if want is not None and got is not None and got[0] >= want[0]:
+            latencies.append(got[1] - want[1])
+            del pending[cid]
+            if len(latencies) == changes:
+                all_seen.set()
     start_rev = client.current_revision(keys.root) + 1
     watch = Watch(client, keys.protection, range_end=kv.prefix_end(keys.protection), start_revision=start_rev)
 
@@ -376,12 +386,8 @@ def incremental(client: EtcdClient, keys: Keys, ids: list[str], changes: int) ->
                 except ValueError:
                     continue
                 with lock:
-                    want = pending.get(cid)
-                    if want is not None and dr_rev >= want[0]:
-                        latencies.append(now - want[1])
-                        del pending[cid]
-                        if len(latencies) == changes:
-                            all_seen.set()
+                    seen[cid] = (dr_rev, now)
+                    settle(cid)
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
@@ -404,6 +410,7 @@ def incremental(client: EtcdClient, keys: Keys, ids: list[str], changes: int) ->
             with lock:
                 if cid in pending:
                     pending[cid] = (resp.header.revision, t0)
+                    settle(cid)
             time.sleep(rnd.uniform(0.002, 0.008))  # paced a few ms apart
         if not all_seen.wait(15):
             raise RuntimeError(f"incremental: {len(pending)} changes never reached their record")

@@ -33,6 +33,7 @@ from typing import Any, Callable
 from worker.concurrency import Election, Mutex, Session
 from worker.etcd import connect, kv
 from worker.ops.embedded_etcd import EtcdCluster
+from worker.ops.inventory import put_batched
 from worker.protection.keys import Keys
 from worker.protection.reconcile import InvalidLog, full_pass
 from worker.protection.records import format_time
@@ -45,17 +46,15 @@ REPLICATIONS = ("in_sync", "syncing", "broken")
 def populate(client: Any, keys: Keys, n: int, seed: int = 1) -> list[str]:
     rnd = random.Random(seed)
     ids = [f"cluster-{i:06d}" for i in range(n)]
-    ops = []
-    for i, cid in enumerate(ids):
-        site = None if i % 3 == 0 else f"site-{i % 4}"
-        ops.append(kv.op_put(keys.cluster(cid), json.dumps({"allocated": i % 17 != 0, "dr_site": site})))
-        if site and i % 5:
-            ops.append(kv.op_put(keys.dr_key(cid), json.dumps({"replication": rnd.choice(REPLICATIONS)})))
-        if len(ops) >= 120:
-            client.txn(kv.txn_request([], ops))
-            ops = []
-    if ops:
-        client.txn(kv.txn_request([], ops))
+
+    def items() -> Any:
+        for i, cid in enumerate(ids):
+            site = None if i % 3 == 0 else f"site-{i % 4}"
+            yield keys.cluster(cid), json.dumps({"allocated": i % 17 != 0, "dr_site": site})
+            if site and i % 5:
+                yield keys.dr_key(cid), json.dumps({"replication": rnd.choice(REPLICATIONS)})
+
+    put_batched(client, items())
     return ids
 
 

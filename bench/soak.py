@@ -45,6 +45,7 @@ from worker.etcd.errors import EtcdError  # noqa: E402
 from worker.etcd.watch import Watch  # noqa: E402
 from worker.ops.audit import audit  # noqa: E402
 from worker.ops.embedded_etcd import EtcdCluster  # noqa: E402
+from worker.ops.inventory import put_batched  # noqa: E402
 from worker.ops.instances import WorkerProcess, stop_group  # noqa: E402
 from worker.ops.measure import current_leader, measure_failover  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
@@ -63,17 +64,15 @@ def say(text: str, quiet: bool) -> None:
 
 def populate(client: Any, keys: Keys, n: int, rnd: random.Random) -> list[str]:
     ids = [f"cl-{i:06d}" for i in range(n)]
-    ops: list[Any] = []
-    for i, cid in enumerate(ids):
-        site = None if i % 4 == 0 else rnd.choice(SITES)
-        ops.append(kv.op_put(keys.cluster(cid), json.dumps({"allocated": i % 13 != 0, "dr_site": site})))
-        if site and i % 7:
-            ops.append(kv.op_put(keys.dr_key(cid), json.dumps({"replication": rnd.choice(REPLICATIONS)})))
-        if len(ops) >= 120:
-            client.txn(kv.txn_request([], ops))
-            ops = []
-    if ops:
-        client.txn(kv.txn_request([], ops))
+
+    def items() -> Any:
+        for i, cid in enumerate(ids):
+            site = None if i % 4 == 0 else rnd.choice(SITES)
+            yield keys.cluster(cid), json.dumps({"allocated": i % 13 != 0, "dr_site": site})
+            if site and i % 7:
+                yield keys.dr_key(cid), json.dumps({"replication": rnd.choice(REPLICATIONS)})
+
+    put_batched(client, items())
     return ids
 
 

@@ -1,7 +1,6 @@
 """Interop with ``etcdctl lock`` and ``etcdctl elect`` (Go's concurrency package): same keys, same
 queue, both ways. Go: tests/e2e/ctl_v3_lock_test.go and ctl_v3_elect_test.go, with one side Python."""
 
-import queue
 import signal
 import threading
 

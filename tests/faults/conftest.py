@@ -14,7 +14,7 @@ import pytest
 
 from tests.faults.helpers import REQUEST_TIMEOUT, TTL
 from worker.etcd import connect
-from worker.ops.instances import WorkerProcess, stop_group
+from worker.ops.instances import WorkerProcess, stop_group, wait_ready
 from worker.protection.keys import Keys
 
 
@@ -40,9 +40,7 @@ def workers(tmp_path: Path) -> Iterator:
             worker = WorkerProcess(f"worker-{len(started) + i + 1}", endpoints, namespace, log_dir, env=env, **kw)
             group.append(worker.start())
         started.extend(group)
-        for worker in group:
-            assert worker.wait_http("/readyz", timeout=20), f"{worker.instance_id} never became ready: " \
-                f"{worker.log_path.read_text()[-2000:]}"
+        wait_ready(group)
         return group
 
     yield start

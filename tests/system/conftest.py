@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from worker.ops.instances import WorkerProcess, start_group, stop_group
+from worker.ops.instances import WorkerProcess, start_group, stop_group, wait_ready
 from worker.protection.keys import Keys
 
 
@@ -23,9 +23,7 @@ def spawn(tmp_path: Path) -> Iterator:
     def start(count: int, endpoints: list[str], namespace: str, **kw) -> list[WorkerProcess]:
         group = start_group(count, endpoints, namespace, tmp_path / f"g{len(started)}", **kw)
         started.extend(group)
-        for worker in group:
-            assert worker.wait_http("/readyz", timeout=20), f"{worker.instance_id} never became ready: " \
-                f"{worker.log_path.read_text()[-2000:]}"
+        wait_ready(group)
         return group
 
     yield start

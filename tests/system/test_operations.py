@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 
 from tests.system.conftest import put_inventory
-from tests.system.helpers import await_leader, await_records, leader_of, states
+from tests.system.helpers import await_records, leader_of, states
 from worker.cli import main
 
 TTL = 3

@@ -3,7 +3,7 @@
 Why an own ``CollectorRegistry``: tests and the demo run several instances in one process, and the
 global default registry would refuse the second set of names. Every labelled metric has its known
 label values created up front so dashboards see zeros instead of missing series. prometheus-client
-adds ``_total`` to a counter's name itself, so counters are declared without it.
+keeps one ``_total`` on a counter's name, so counters are declared with their exposed names.
 """
 
 from __future__ import annotations
@@ -52,20 +52,20 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r, p = self.registry, PREFIX
         self.is_leader = Gauge(p + "is_leader", "1 while this instance leads", registry=r)
-        self.leader_changes = Counter(p + "leader_changes", "New leadership terms seen by this instance",
+        self.leader_changes = Counter(p + "leader_changes_total", "New leadership terms seen by this instance",
                                       registry=r)
         self.term = Gauge(p + "term", "Create revision of the current leader's election key", registry=r)
         self.reconcile_duration = Histogram(p + "reconcile_duration_seconds", "Duration of reconcile passes",
                                             ["mode"], buckets=DURATION_BUCKETS, registry=r)
-        self.reconcile_runs = Counter(p + "reconcile_runs", "Reconcile passes by result", ["result"], registry=r)
-        self.writes = Counter(p + "writes", "Protection writes by operation", ["op"], registry=r)
-        self.fenced_writes = Counter(p + "fenced_writes", "Writes refused because the fence no longer held",
+        self.reconcile_runs = Counter(p + "reconcile_runs_total", "Reconcile passes by result", ["result"], registry=r)
+        self.writes = Counter(p + "writes_total", "Protection writes by operation", ["op"], registry=r)
+        self.fenced_writes = Counter(p + "fenced_writes_total", "Writes refused because the fence no longer held",
                                      registry=r)
         self.clusters = Gauge(p + "clusters", "Clusters by protection state", ["state"], registry=r)
         self.invalid_inputs = Gauge(p + "invalid_inputs", "Input keys that fail validation", registry=r)
         self.lease_ttl = Gauge(p + "lease_ttl_seconds", "Remaining TTL of this instance's session lease",
                                registry=r)
-        self.etcd_errors = Counter(p + "etcd_errors", "etcd errors by kind", ["kind"], registry=r)
+        self.etcd_errors = Counter(p + "etcd_errors_total", "etcd errors by kind", ["kind"], registry=r)
         self.last_etcd_contact = Gauge(p + "last_etcd_contact_timestamp_seconds",
                                        "Unix time of the last successful etcd response", registry=r)
         self.is_paused = Gauge(p + "is_paused", "1 in maintenance mode (leading but not writing)", registry=r)

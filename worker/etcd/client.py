@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import functools
 import threading
-import time
 import weakref
 from typing import Any, Callable, Iterator, TypeVar
 

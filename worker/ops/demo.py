@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from worker.etcd import connect, kv
+from worker.etcd import connect
 from worker.ops.audit import audit
 from worker.ops.embedded_etcd import EtcdCluster
+from worker.ops.inventory import put_batched
 from worker.ops.instances import WorkerProcess, start_group, stop_group
 from worker.ops.measure import current_leader, measure_failover
 from worker.protection.keys import Keys
@@ -45,10 +46,8 @@ def sample_inventory(count: int) -> tuple[dict[str, dict], dict[str, dict]]:
 
 
 def _load(client, keys: Keys, clusters: dict, dr: dict) -> None:
-    ops = [kv.op_put(keys.cluster(c), json.dumps(v)) for c, v in clusters.items()]
-    ops += [kv.op_put(keys.dr_key(c), json.dumps(v)) for c, v in dr.items()]
-    for i in range(0, len(ops), 100):
-        client.txn(kv.txn_request([], ops[i:i + 100]))
+    put_batched(client, [(keys.cluster(c), json.dumps(v)) for c, v in clusters.items()]
+                + [(keys.dr_key(c), json.dumps(v)) for c, v in dr.items()])
 
 
 def _states(client, keys: Keys) -> dict[str, int]:

@@ -143,6 +143,14 @@ def start_group(count: int, endpoints: list[str], namespace: str, log_dir: Path,
     return [WorkerProcess(f"worker-{i + 1}", endpoints, namespace, log_dir, **kw).start() for i in range(count)]
 
 
+def wait_ready(workers: list[WorkerProcess], timeout: float = 20.0) -> None:
+    """Every instance answers ``/readyz`` 200 (connected and campaigning), else the log's tail."""
+    for worker in workers:
+        if not worker.wait_http("/readyz", timeout=timeout):
+            tail = worker.log_path.read_text(errors="replace")[-2000:] if worker.log_path.exists() else ""
+            raise RuntimeError(f"{worker.instance_id} never became ready: {tail}")
+
+
 def stop_group(workers: list[WorkerProcess]) -> None:
     for worker in workers:
         worker.signal(signal.SIGCONT)
