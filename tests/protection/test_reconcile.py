@@ -210,6 +210,25 @@ def test_fence_failure_writes_nothing_and_raises(client, keys):
     assert client.current_revision() == before and count(client, keys.protection) == 0
 
 
+def test_fence_guard_stops_writing_mid_pass_before_the_next_transaction(client, keys, fence):
+    """The daemon's own-clock check (lease deadline too close) runs before every transaction."""
+    put_many(client, {keys.cluster(f"c{i:03d}"): cluster(True, None) for i in range(300)})
+    sent = []
+
+    class DeadlineTooClose(Exception):
+        pass
+
+    def guard() -> None:
+        if len(sent) == 1:
+            raise DeadlineTooClose()
+        sent.append(1)
+
+    guarded = Fence(fence.term, fence.compares, guard=guard)
+    with pytest.raises(DeadlineTooClose):
+        full_pass(client, keys, guarded)
+    assert count(client, keys.protection) == 127  # one full batch, then nothing
+
+
 class LosesFenceAfter:
     """A real client whose fence key is deleted after ``n`` transactions (leadership lost mid-pass)."""
 

@@ -81,7 +81,7 @@ class LeaderTerm:
         try:
             self._lock()
             fence = Fence(term=self.term, compares=[kv.cmp_create(self.candidacy.key, "=", self.term),
-                                                    self.mutex.is_owner()])
+                                                    self.mutex.is_owner()], guard=self._guard)
             ctx.state.holds_lock = True
             self._apply_controls(ctx.controls())
             result = self._pass(fence, None)

@@ -57,6 +57,10 @@ class Fence:
 
     term: int
     compares: list[Any] = field(default_factory=list)
+    #: called before every transaction; raises to stop writing. The daemon checks there that its
+    #: lease is certainly alive for one more request, so even a long pass stops writing in time
+    #: (the compares remain the guarantee: this only stops sooner, on our own clock)
+    guard: Callable[[], None] | None = None
 
 
 @dataclass
@@ -102,6 +106,8 @@ class BatchWriter:
             self.flush()
 
     def _send(self, ops: list[Any]) -> Any:
+        if self.fence.guard is not None:
+            self.fence.guard()
         response = self.client.txn(kv.txn_request(self.fence_compares, ops))
         self.txns += 1
         self.revision = max(self.revision, response.header.revision)
