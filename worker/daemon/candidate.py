@@ -13,11 +13,17 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from worker.concurrency import Election, Session
 from worker.concurrency.errors import SessionExpiredError, WaitCancelledError
+from worker.daemon.identity import parse_identity
+from worker.etcd import kv
 from worker.etcd.client import EtcdClient
-from worker.etcd.errors import EtcdClosedError, EtcdError
+from worker.etcd.errors import EtcdClosedError, EtcdError, LeaseNotFoundError
 from worker.errors import WorkerError
+
+log = structlog.get_logger("worker.daemon")
 
 
 @dataclass(frozen=True)
@@ -107,12 +113,34 @@ class Candidacy:
 
 def find_candidate(client: EtcdClient, keys: Any, instance_id: str) -> Any:
     """The election key of the candidate that proclaims ``instance_id`` (None if not in line)."""
-    from worker.daemon.identity import parse_identity
-    from worker.etcd import kv
-
     prefix = keys.election + "/"
     resp = client.range(kv.range_request(prefix, prefix=True, sort_target="create", sort_order="ascend"))
     for item in resp.kvs:
         if parse_identity(item.value).get("instance_id") == instance_id:
             return item
     return None
+
+
+class StaleLeases:
+    """Leases of sessions lost while etcd could not be reached (their revoke failed).
+
+    etcd's next raft leader renews every lease, so such a lease's election key would hold the
+    line for another TTL after etcd comes back: revoke them as soon as etcd answers again.
+    """
+
+    def __init__(self) -> None:
+        self._leases: set[int] = set()
+
+    def remember(self, lease: int) -> None:
+        self._leases.add(lease)
+
+    def revoke(self, client: EtcdClient, timeout: float) -> None:
+        for lease in sorted(self._leases):
+            try:
+                client.lease_revoke(lease, timeout=timeout)
+                log.info("stale_lease_revoked", lease=f"{lease:x}")
+            except LeaseNotFoundError:
+                pass  # expired or revoked already
+            except EtcdError:
+                continue  # etcd still away: next time
+            self._leases.discard(lease)

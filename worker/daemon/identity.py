@@ -25,3 +25,11 @@ def parse_identity(value: bytes | str) -> dict[str, Any]:
     except ValueError:
         return {"instance_id": text}
     return data if isinstance(data, dict) and "instance_id" in data else {"instance_id": text}
+
+
+def http_address(listen: str, port: int) -> str:
+    """``host:port`` others can reach for ``[http] listen`` (a wildcard address names this host)."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"{host}:{port}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
@@ -27,16 +26,16 @@ from worker import config as config_mod
 from worker.config import Config
 from worker.daemon import logs
 from worker.control import Controls
-from worker.daemon.candidate import Candidacy, Report, find_candidate
+from worker.daemon.candidate import Candidacy, Report, StaleLeases, find_candidate
 from worker.daemon.control_watch import ControlWatcher
 from worker.daemon.http import HealthServer
-from worker.daemon.identity import parse_identity, identity
+from worker.daemon.identity import http_address, identity, parse_identity
 from worker.daemon.leader import LeadContext, LeaderTerm, set_leading
 from worker.daemon.metrics import Metrics
 from worker.daemon.notify import Notifier
 from worker.daemon.state import CONNECTING, FOLLOWER, LEADER, STOPPING, DaemonState
 from worker.etcd.client import EtcdClient
-from worker.etcd.errors import EtcdAuthError, EtcdError, LeaseNotFoundError, PermissionDeniedError
+from worker.etcd.errors import EtcdAuthError, EtcdError, PermissionDeniedError
 from worker.errors import ConfigError, WorkerError
 from worker.protection.keys import Keys
 
@@ -66,10 +65,7 @@ class Daemon:
         #: the permission error that ended the last term, if one did
         self.term_denied: PermissionDeniedError | None = None
         self._generation = 0
-        #: leases of sessions lost while etcd could not be reached (their revoke failed): etcd's
-        #: next raft leader renews every lease, so our stale election key would hold the line
-        #: for another TTL; revoked as soon as etcd answers again
-        self._stale_leases: set[int] = set()
+        self._stale_leases = StaleLeases()
         self._outage: str | None = None
         self._controls_watch: ControlWatcher | None = None
         self._reconnect_pending = False
@@ -314,12 +310,7 @@ class Daemon:
 
     def http_address(self) -> str | None:
         """Where this instance's HTTP endpoint answers (proclaimed, so drills can find it)."""
-        if self.http is None:
-            return None
-        host = self.cfg.http.listen.rpartition(":")[0].strip("[]")
-        if host in ("", "0.0.0.0", "::"):
-            host = socket.gethostname()
-        return f"{host}:{self.http.port}"
+        return None if self.http is None else http_address(self.cfg.http.listen, self.http.port)
 
     def _drop_candidacy(self, resign: bool) -> None:
         candidacy, self.candidacy = self.candidacy, None
@@ -328,19 +319,11 @@ class Daemon:
         if candidacy is not None:
             candidacy.close(resign=resign)
             if candidacy.session.lost:
-                self._stale_leases.add(candidacy.session.lease)
+                self._stale_leases.remember(candidacy.session.lease)
 
     def _revoke_stale_leases(self) -> None:
-        """Revoke the leases of sessions lost during an outage, now that etcd answers again."""
-        for lease in sorted(self._stale_leases):
-            try:
-                self.client.lease_revoke(lease, timeout=self.cfg.etcd.request_timeout)  # type: ignore[union-attr]
-                log.info("stale_lease_revoked", lease=f"{lease:x}")
-            except LeaseNotFoundError:
-                pass  # expired or revoked already
-            except EtcdError:
-                continue  # etcd still away: next time
-            self._stale_leases.discard(lease)
+        if self.client is not None:
+            self._stale_leases.revoke(self.client, self.cfg.etcd.request_timeout)
 
     # -- reload and shutdown ------------------------------------------------------------------
     def _reload_config(self) -> bool:
