@@ -55,3 +55,13 @@ def cluster_client(etcd3) -> Iterator:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def direct(private_etcd) -> Iterator:
+    """A test client straight to the private etcd (not through any fault proxy)."""
+    client = connect(private_etcd.endpoints, request_timeout=1.0)
+    try:
+        yield client
+    finally:
+        client.close()

@@ -21,7 +21,6 @@ import pytest
 
 from tests.faults.helpers import TTL, Inputs, assert_clean, await_log, leader_of, one_leader, plans_nothing
 from tests.system.helpers import await_leader, records
-from worker.etcd import connect
 
 pytestmark = pytest.mark.faults
 
@@ -51,15 +50,6 @@ def _skew_of(worker) -> float:
     """How far the worker's wall clock is from ours, read from its first log line's timestamp."""
     first = await_log(worker, "starting")
     return _epoch(first["timestamp"]) - time.time()
-
-
-@pytest.fixture
-def direct(private_etcd):
-    client = connect(private_etcd.endpoints, request_timeout=1.0)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def test_failover_and_fencing_do_not_depend_on_wall_clocks(private_etcd, direct, fkeys, workers):

@@ -28,7 +28,6 @@ from tests.faults.helpers import (
     one_leader,
     plans_nothing,
     raft_leader,
-    retry,
 )
 from worker.etcd.client import EtcdClient
 from worker.ops.embedded_etcd import EtcdCluster

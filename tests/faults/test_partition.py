@@ -16,7 +16,6 @@ import pytest
 
 from tests.faults.helpers import TTL, Inputs, assert_clean, await_log, leader_of, log_events, one_leader, plans_nothing
 from tests.system.helpers import await_leader
-from worker.etcd import connect
 from worker.ops.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.faults
@@ -30,15 +29,6 @@ def _ts(event: dict) -> float:
 def proxy(private_etcd):
     with FaultProxy.to(private_etcd.endpoints[0]) as p:
         yield p
-
-
-@pytest.fixture
-def direct(private_etcd):
-    client = connect(private_etcd.endpoints, request_timeout=1.0)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.mark.parametrize("fault", ["stall", "drop"])
