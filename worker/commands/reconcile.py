@@ -19,10 +19,9 @@ from typing import Any
 from worker.cli import EXIT_FAILED, EXIT_OK, command
 from worker.commands.common import fail, run_with_client
 from worker.config import Config, add_arguments
-from worker.etcd import kv
 from worker.protection.keys import Keys
 from worker.protection.reconcile import PassResult, full_pass
-from worker.protection.writer import Fence, FenceLostError
+from worker.protection.writer import FenceLostError, PausedError, leader_fence
 
 
 @command("reconcile", "one full reconcile pass under the election and the Mutex (--once), or a dry run")
@@ -82,7 +81,8 @@ def _reconcile(args: argparse.Namespace) -> int:
             except WaitTimeoutError:
                 mutex = None
                 return fail(f"did not get the reconcile Mutex within {args.wait:g} s", EXIT_FAILED)
-            fence = Fence(election.rev, [kv.cmp_create(election.key, "=", election.rev), mutex.is_owner()])
+            fence = leader_fence(keys, term=election.rev, election_key=election.key, owner=mutex.is_owner(),
+                                 lease=session.lease, instance_id=cfg.instance_id)
             if _paused(client, keys):   # maintenance mode binds every leader, this one too: plan only
                 print("maintenance mode (paused): nothing written; planned changes:", file=sys.stderr)
                 args.dry_run = True
@@ -90,6 +90,8 @@ def _reconcile(args: argparse.Namespace) -> int:
                 return EXIT_OK
             try:
                 result = full_pass(client, keys, fence, page_size=args.page_size)
+            except PausedError as exc:
+                return fail(f"paused while the pass ran (maintenance mode), pass stopped: {exc}", EXIT_FAILED)
             except FenceLostError as exc:
                 return fail(f"fence lost, pass stopped: {exc}", EXIT_FAILED)
             _print(result, args)

@@ -30,7 +30,8 @@ from worker.etcd.client import EtcdClient
 from worker.etcd.errors import CompactedError, EtcdClosedError, EtcdError, PermissionDeniedError
 from worker.etcd.watch import Watch
 from worker.protection.keys import Keys
-from worker.protection.reconcile import Fence, FenceLostError, PassResult, full_pass, incremental_pass
+from worker.protection.reconcile import (Fence, FenceLostError, PassResult, PausedError, full_pass, incremental_pass,
+                                        leader_fence)
 
 log = structlog.get_logger("worker.daemon")
 
@@ -80,8 +81,9 @@ class LeaderTerm:
         ctx = self.ctx
         try:
             self._lock()
-            fence = Fence(term=self.term, compares=[kv.cmp_create(self.candidacy.key, "=", self.term),
-                                                    self.mutex.is_owner()], guard=self._guard)
+            fence = leader_fence(ctx.keys, term=self.term, election_key=self.candidacy.key,
+                                 owner=self.mutex.is_owner(), lease=self.candidacy.session.lease,
+                                 instance_id=ctx.state.instance_id, guard=self._guard)
             ctx.state.holds_lock = True
             self._apply_controls(ctx.controls())
             result = self._pass(fence, None)
@@ -162,6 +164,13 @@ class LeaderTerm:
                 dry = ctx.state.paused
                 result = (full_pass(ctx.client, ctx.keys, fence, dry_run=dry) if ids is None
                           else incremental_pass(ctx.client, ctx.keys, fence, ids, dry_run=dry))
+            except PausedError as err:
+                # the pause key exists (the fence compares its absence): nothing more was written,
+                # the term goes on, and passes plan only until ``resume``
+                log.warning("paused", revision=err.revision, written_before=err.written)
+                ctx.state.paused = True
+                ctx.metrics.set_paused(True)
+                return PassResult(mode=mode, dry_run=True, revision=err.revision, writes=err.written)
             except FenceLostError as err:
                 ctx.metrics.observe_pass(mode, "fenced", time.monotonic() - started, {})
                 ctx.metrics.fenced_write()

@@ -24,7 +24,7 @@ import tenacity
 
 from worker import config as config_mod
 from worker.config import Config
-from worker.daemon import logs
+from worker.daemon import lease_file, logs
 from worker.control import Controls
 from worker.daemon.candidate import Candidacy, Report, StaleLeases, find_candidate
 from worker.daemon.control_watch import ControlWatcher
@@ -179,6 +179,7 @@ class Daemon:
         self.candidacy = Candidacy(self.client, self.keys.election, self.cfg.election.ttl,
                                    identity(self.instance_id, self.http_address()), self.reports,
                                    self._generation)
+        lease_file.record(self.candidacy.session.lease, self.instance_id)
         self.state.connected = self.state.campaigning = self.state.session_alive = True
         self.state.role = FOLLOWER
         self.state.last_error = None
@@ -365,6 +366,7 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping")
         self._drop_candidacy(resign=True)
+        lease_file.clear()
         self._close_controls()
         if self.client is not None:
             self.client.close()

@@ -53,6 +53,17 @@ class Keys:
     def control(self) -> str:
         return f"{self.namespace}/control/"
 
+    @property
+    def paused(self) -> str:
+        """The maintenance pause key (``protection-worker pause``); every fenced write compares its absence."""
+        return self.control + "paused"
+
+    @property
+    def stamp(self) -> str:
+        """Audit evidence: every fenced write transaction puts the writer's term and lease here, so
+        each protection put *and delete* carries, in its own revision, who made it."""
+        return f"{self.namespace}/write-stamp"
+
     def cluster(self, cluster_id: str) -> str:
         return self.clusters + cluster_id
 

@@ -21,9 +21,9 @@ from worker.protection.keys import Keys
 from worker.protection.reader import DEFAULT_PAGE_SIZE, read_all, read_ids
 from worker.protection.records import format_time
 from worker.protection.rules import Decision, InvalidInput, Observed, decide
-from worker.protection.writer import MAX_TXN_OPS, BatchWriter, Fence, FenceLostError
+from worker.protection.writer import MAX_TXN_OPS, BatchWriter, Fence, FenceLostError, PausedError, leader_fence
 
-__all__ = ["Fence", "FenceLostError", "InvalidInput", "InvalidLog", "PassResult", "full_pass", "incremental_pass"]
+__all__ = ["Fence", "FenceLostError", "PausedError", "leader_fence", "InvalidInput", "InvalidLog", "PassResult", "full_pass", "incremental_pass"]
 
 log = structlog.get_logger(__name__)
 
@@ -166,6 +166,11 @@ def _run(p: _Pass, observed: Iterable[Observed]) -> PassResult:
     try:
         p.feed(observed)
         return p.finish()
+    except PausedError as exc:
+        p._collect()
+        log.info("write_paused", mode=p.result.mode, term=p.term, revision=exc.revision,
+                 written_before=exc.written)
+        raise
     except FenceLostError as exc:
         p._collect()
         log.warning("fence_lost", mode=p.result.mode, term=p.term, revision=exc.revision,

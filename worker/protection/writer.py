@@ -26,6 +26,7 @@ allocated cluster without a record and creates it: the outcome is the same.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,6 +38,17 @@ from worker.protection.rules import Decision
 
 #: etcd's default --max-txn-ops
 MAX_TXN_OPS = 128
+
+
+class PausedError(WorkerError):
+    """The fence held but the pause key exists (``protection-worker pause``): nothing of the batch
+    was written and the pass stopped. The term goes on; the leader writes nothing until ``resume``."""
+
+    def __init__(self, message: str, *, revision: int = 0, written: int = 0) -> None:
+        super().__init__(message)
+        self.revision = revision
+        #: writes of earlier batches of the same pass that did land (before the pause key existed)
+        self.written = written
 
 
 class FenceLostError(WorkerError):
@@ -61,6 +73,29 @@ class Fence:
     #: lease is certainly alive for one more request, so even a long pass stops writing in time
     #: (the compares remain the guarantee: this only stops sooner, on our own clock)
     guard: Callable[[], None] | None = None
+    #: the maintenance pause key: every transaction also compares that it is absent, so no write
+    #: lands at a revision at which it exists, whoever leads (a failure caused by it alone raises
+    #: ``PausedError``, which does not end the term)
+    pause_key: str | bytes | None = None
+    #: audit evidence: every transaction also puts ``stamp_value`` at ``stamp_key``, so each
+    #: protection put or delete has, in its own revision, the term and lease that made it
+    stamp_key: str | bytes | None = None
+    stamp_value: str = ""
+
+
+def stamp(term: int, lease: int, instance_id: str | None = None) -> str:
+    """The value a fenced transaction puts at ``Keys.stamp``: who wrote, in the same revision."""
+    return json.dumps({"term": term, "lease": f"{lease:x}", "instance_id": instance_id},
+                      separators=(",", ":"))
+
+
+def leader_fence(keys: Any, *, term: int, election_key: str, owner: Any, lease: int,
+                 instance_id: str | None = None, guard: Callable[[], None] | None = None) -> Fence:
+    """The fence of a leader of ``term``: its election key (create revision == term), the Mutex
+    ownership compare ``owner``, the pause key's absence, and the audit stamp."""
+    return Fence(term=term, compares=[kv.cmp_create(election_key, "=", term), owner], guard=guard,
+                 pause_key=keys.paused, stamp_key=keys.stamp,
+                 stamp_value=stamp(term, lease, instance_id))
 
 
 @dataclass
@@ -87,8 +122,18 @@ class BatchWriter:
             raise ValueError("a Fence needs at least one compare: unfenced writes are refused")
         self.client = client
         self.fence = fence
-        self.fence_compares = [kv.to_compare(c) for c in fence.compares]
-        self.batch_size = max_ops - 1
+        self.lead_compares = [kv.to_compare(c) for c in fence.compares]
+        self.fence_compares = list(self.lead_compares)
+        #: ops every transaction carries besides the changes (the stamp)
+        self.extra_ops: list[Any] = []
+        #: on failure: does the leadership part of the fence still hold? (then the pause failed it)
+        self.failure_ops: list[Any] = []
+        if fence.pause_key is not None:
+            self.fence_compares.append(kv.cmp_create(fence.pause_key, "=", 0))
+            self.failure_ops = [etcdrpc.RequestOp(request_txn=kv.txn_request(self.lead_compares))]
+        if fence.stamp_key is not None:
+            self.extra_ops.append(kv.op_put(fence.stamp_key, fence.stamp_value))
+        self.batch_size = max_ops - 1 - len(self.extra_ops)
         if self.batch_size < 1 or len(self.fence_compares) > self.batch_size:
             raise ValueError(f"max_ops {max_ops} leaves no room for changes")
         self.on_outcome = on_outcome
@@ -108,9 +153,13 @@ class BatchWriter:
     def _send(self, ops: list[Any]) -> Any:
         if self.fence.guard is not None:
             self.fence.guard()
-        response = self.client.txn(kv.txn_request(self.fence_compares, ops))
+        response = self.client.txn(kv.txn_request(self.fence_compares, ops + self.extra_ops, self.failure_ops))
         self.txns += 1
         self.revision = max(self.revision, response.header.revision)
+        if not response.succeeded and self.failure_ops and response.responses[0].response_txn.succeeded:
+            raise PausedError(f"paused at revision {response.header.revision}: maintenance mode, "
+                              "nothing of the batch was written", revision=response.header.revision,
+                              written=self.writes)
         if not response.succeeded:
             raise FenceLostError(f"fence failed at revision {response.header.revision}: no longer leader "
                                  f"(term {self.fence.term}) or Mutex lost; nothing of the batch was written",
@@ -135,7 +184,7 @@ class BatchWriter:
                 if d.action == "recreate":
                     second.append(i)
         response = self._send(first)
-        ok = [r.response_txn.succeeded for r in response.responses]
+        ok = [r.response_txn.succeeded for r in response.responses[:len(first)]]
         self.writes += sum(ok)
         recreated = [i for i in second if ok[i]]
         if recreated:
