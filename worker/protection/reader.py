@@ -14,7 +14,7 @@ the first transaction fixes R, the others read at R.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from worker.etcd import kv
 from worker.protection.keys import Keys
@@ -25,8 +25,13 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_TXN_OPS = 128
 
 
+#: called after each page (or transaction of reads) arrives: proof of progress for the watchdog, and
+#: the daemon's chance to reconcile input changes between the pages of a long full pass
+Progress = Callable[[], None]
+
+
 def _pages(client: Any, prefix: bytes, revision: int, page_size: int,
-           first: Any = None) -> Iterator[Any]:
+           first: Any = None, progress: Progress | None = None) -> Iterator[Any]:
     """The key-values under ``prefix`` at ``revision``, page by page (``first``: a page already read)."""
     end = kv.prefix_end(prefix)
     start = prefix
@@ -34,6 +39,8 @@ def _pages(client: Any, prefix: bytes, revision: int, page_size: int,
     while True:
         if response is None:
             response = client.range(kv.range_request(start, range_end=end, limit=page_size, revision=revision))
+            if progress is not None:
+                progress()
         yield from response.kvs
         if not response.more or not response.kvs:
             return
@@ -88,16 +95,19 @@ class Snapshot:
         return self._observed
 
 
-def read_all(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE) -> Snapshot:
+def read_all(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE,
+             progress: Progress | None = None) -> Snapshot:
     """Every id under the namespace, at one revision (pages read while iterating)."""
     if page_size < 1:
         raise ValueError("page_size must be >= 1")
     c_prefix, d_prefix, p_prefix = (kv.to_bytes(p) for p in (keys.clusters, keys.dr, keys.protection))
     first = client.range(kv.range_request(c_prefix, range_end=kv.prefix_end(c_prefix), limit=page_size))
     revision = first.header.revision
-    clusters = _with_ids(_pages(client, c_prefix, revision, page_size, first), c_prefix)
-    dr = _with_ids(_pages(client, d_prefix, revision, page_size), d_prefix)
-    protection = _with_ids(_pages(client, p_prefix, revision, page_size), p_prefix)
+    if progress is not None:
+        progress()
+    clusters = _with_ids(_pages(client, c_prefix, revision, page_size, first, progress), c_prefix)
+    dr = _with_ids(_pages(client, d_prefix, revision, page_size, progress=progress), d_prefix)
+    protection = _with_ids(_pages(client, p_prefix, revision, page_size, progress=progress), p_prefix)
     return Snapshot(revision, merge_join(clusters, dr, protection))
 
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import structlog
 
 from worker.protection.keys import Keys
-from worker.protection.reader import DEFAULT_PAGE_SIZE, read_all, read_ids
+from worker.protection.reader import DEFAULT_PAGE_SIZE, Progress, read_all, read_ids
 from worker.protection.records import format_time
 from worker.protection.rules import Decision, InvalidInput, Observed, decide
 from worker.protection.writer import MAX_TXN_OPS, BatchWriter, Fence, FenceLostError, PausedError, leader_fence
@@ -93,7 +93,8 @@ _COUNTER = {"create": "created", "update": "updated", "recreate": "recreated", "
 
 class _Pass:
     def __init__(self, client: Any, keys: Keys, fence: Fence | None, *, mode: str, dry_run: bool,
-                 now: datetime | float | None, invalid_log: InvalidLog | None, max_ops: int) -> None:
+                 now: datetime | float | None, invalid_log: InvalidLog | None, max_ops: int,
+                 progress: Progress | None = None) -> None:
         if fence is None and not dry_run:
             raise ValueError("a real pass needs a Fence (dry_run=True needs none)")
         self.keys = keys
@@ -102,7 +103,8 @@ class _Pass:
         self.updated_at = format_time(now)
         self.invalid_log = invalid_log or DEFAULT_INVALID_LOG
         self.states: collections.Counter[str] = collections.Counter()
-        self.writer = None if dry_run else BatchWriter(client, fence, on_outcome=self._outcome, max_ops=max_ops)
+        self.writer = None if dry_run else BatchWriter(client, fence, on_outcome=self._outcome, max_ops=max_ops,
+                                                     progress=progress)
         self.max_lines = None if dry_run else MAX_CHANGE_LINES
         self.start = time.monotonic()
 
@@ -180,21 +182,23 @@ def _run(p: _Pass, observed: Iterable[Observed]) -> PassResult:
 
 def full_pass(client: Any, keys: Keys, fence: Fence | None, *, dry_run: bool = False,
               now: datetime | float | None = None, page_size: int = DEFAULT_PAGE_SIZE,
-              invalid_log: InvalidLog | None = None, max_ops: int = MAX_TXN_OPS) -> PassResult:
+              invalid_log: InvalidLog | None = None, max_ops: int = MAX_TXN_OPS,
+              progress: Progress | None = None) -> PassResult:
     """Every cluster, at one revision; orphaned records (cluster key gone) are deleted in batches."""
     p = _Pass(client, keys, fence, mode="full", dry_run=dry_run, now=now, invalid_log=invalid_log,
-              max_ops=max_ops)
-    snapshot = read_all(client, keys, page_size=page_size)
+              max_ops=max_ops, progress=progress)
+    snapshot = read_all(client, keys, page_size=page_size, progress=progress)
     p.result.revision = snapshot.revision
     return _run(p, snapshot)
 
 
 def incremental_pass(client: Any, keys: Keys, fence: Fence | None, ids: Iterable[str], *,
                      dry_run: bool = False, now: datetime | float | None = None,
-                     invalid_log: InvalidLog | None = None, max_ops: int = MAX_TXN_OPS) -> PassResult:
+                     invalid_log: InvalidLog | None = None, max_ops: int = MAX_TXN_OPS,
+                     progress: Progress | None = None) -> PassResult:
     """Only ``ids`` (e.g. those a watch reported), read at one revision; a gone cluster's record is deleted."""
     p = _Pass(client, keys, fence, mode="incremental", dry_run=dry_run, now=now, invalid_log=invalid_log,
-              max_ops=max_ops)
+              max_ops=max_ops, progress=progress)
     revision, observed = read_ids(client, keys, ids)
     p.result.revision = revision
     return _run(p, observed)

@@ -117,7 +117,7 @@ class BatchWriter:
     """Collects changes and sends them in fenced transactions of at most ``max_ops``-1 changes."""
 
     def __init__(self, client: Any, fence: Fence, *, on_outcome: Outcome | None = None,
-                 max_ops: int = MAX_TXN_OPS) -> None:
+                 max_ops: int = MAX_TXN_OPS, progress: Callable[[], None] | None = None) -> None:
         if not fence.compares:
             raise ValueError("a Fence needs at least one compare: unfenced writes are refused")
         self.client = client
@@ -137,6 +137,8 @@ class BatchWriter:
         if self.batch_size < 1 or len(self.fence_compares) > self.batch_size:
             raise ValueError(f"max_ops {max_ops} leaves no room for changes")
         self.on_outcome = on_outcome
+        #: called after each transaction answered (proof of progress, see ``reader.Progress``)
+        self.progress = progress
         self.pending: list[_Pending] = []
         self.txns = 0
         self.writes = 0
@@ -156,6 +158,8 @@ class BatchWriter:
         response = self.client.txn(kv.txn_request(self.fence_compares, ops + self.extra_ops, self.failure_ops))
         self.txns += 1
         self.revision = max(self.revision, response.header.revision)
+        if self.progress is not None:
+            self.progress()
         if not response.succeeded and self.failure_ops and response.responses[0].response_txn.succeeded:
             raise PausedError(f"paused at revision {response.header.revision}: maintenance mode, "
                               "nothing of the batch was written", revision=response.header.revision,
