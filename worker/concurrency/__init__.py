@@ -17,13 +17,14 @@ from worker.concurrency.errors import (
     WaitCancelledError,
     WaitTimeoutError,
 )
+from worker.concurrency.line import Candidate, candidates, leader
 from worker.concurrency.mutex import Mutex
 from worker.concurrency.observe import Observer
 from worker.concurrency.session import Session
 from worker.concurrency.stm import STM, Isolation, new_stm
 
 __all__ = [
-    "ConcurrencyError", "Election", "Isolation", "LockReleasedError", "LockedError", "Mutex",
+    "Candidate", "ConcurrencyError", "Election", "Isolation", "LockReleasedError", "LockedError", "Mutex",
     "NoLeaderError", "NotLeaderError", "Observer", "STM", "STMAbortedError", "Session",
-    "SessionExpiredError", "WaitCancelledError", "WaitTimeoutError", "new_stm",
+    "SessionExpiredError", "WaitCancelledError", "WaitTimeoutError", "candidates", "leader", "new_stm",
 ]
