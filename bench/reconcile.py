@@ -1,21 +1,27 @@
-"""Benchmark: the fenced, batched, revision-pinned reconciler against a naive loop.
+"""Benchmark: full passes at scale against the floor (a bare paged read of the same keys).
 
-Not a test: prints a table. Starts its own etcd (``EtcdCluster(1)``), and for each size
-(1,000 / 10,000 / 50,000 clusters by default; ``--sizes``) runs, on one namespace each:
+Not a test: prints one table. Starts its own etcd (``EtcdCluster(1)``, 8 GiB quota), and for each
+size (10,000 / 100,000 clusters by default; ``--sizes``) loads the inputs into its own namespace
+with the batched loader (``worker.ops.inventory.put_batched``), then measures, in this order:
 
-* ``first``    every record created (the optimized pass: paged reads at one revision, 127 changes
-               per fenced transaction);
-* ``no-op``    nothing changed: must write 0 keys (etcd revision before/after printed);
-* ``1%``       1% of the DR inputs changed;
+* ``first``       the first pass of a term: every record created (fenced like the daemon's: election,
+                  Mutex, pause key, audit stamp; a fresh memo, as a new term starts cold);
+* ``floor``       the reference: a paged read of ``clusters/``, ``dr/`` and ``protection/`` at one
+                  revision, 10,000 keys a page, parsing nothing (every other row's ``x floor`` divides
+                  by this one);
+* ``no-op``       nothing changed, no memo (every value parsed, every cluster decided): writes 0 keys;
+* ``no-op memo``  nothing changed, with the term's memo warmed by the previous passes (clusters whose
+                  three mod revisions are unchanged skip parsing and deciding): writes 0 keys;
+* ``1% memo``     1% of the DR inputs changed, with the memo;
+* ``status``      ``protection-worker status``'s read (counts by state, invalid inputs), from the store.
 
-and the same three phases with the naive baseline (list the cluster keys, then for each
-cluster one get per key — cluster, DR, protection — and one unfenced put).
+Columns: wall time, the ratio to the floor read of the same size, etcd requests issued
+(``client.stats``), keys written, store revision before and after, and the process peak RSS after
+the row (``ru_maxrss``: it only grows, so the 100,000 rows show the peak of the whole run).
+``--naive-max N`` adds the naive baseline (one get per key and one unfenced put per cluster) for
+sizes up to N (slow: 4 requests per cluster).
 
-Columns: wall time, etcd requests issued (``client.stats``), keys written, store revision before
-and after, and the peak Python heap of the phase (tracemalloc, measured by re-running the same
-kind of phase with tracing on, so the timings are not slowed by it), plus the process peak RSS.
-
-    python bench/reconcile.py --sizes 1000,10000
+    python bench/reconcile.py --sizes 10000,100000
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ import resource
 import sys
 import time
 from dataclasses import replace
-import tracemalloc
 from typing import Any, Callable
 
 from worker.concurrency import Election, Mutex, Session
@@ -38,9 +43,16 @@ from worker.protection.keys import Keys
 from worker.protection.reconcile import InvalidLog, full_pass
 from worker.protection.records import format_time
 from worker.protection.rules import Observed, decide
-from worker.protection.writer import Fence
+from worker.protection.status import read_status
+from worker.protection.writer import Fence, leader_fence
+
+try:  # absent before issue 11: the bench then runs without the memo rows
+    from worker.protection.memo import PassMemo
+except ImportError:  # pragma: no cover
+    PassMemo = None  # type: ignore[assignment,misc]
 
 REPLICATIONS = ("in_sync", "syncing", "broken")
+FLOOR_PAGE = 10_000
 
 
 def populate(client: Any, keys: Keys, n: int, seed: int = 1) -> list[str]:
@@ -61,11 +73,27 @@ def populate(client: Any, keys: Keys, n: int, seed: int = 1) -> list[str]:
 def change_one_percent(client: Any, keys: Keys, ids: list[str], salt: int) -> int:
     rnd = random.Random(salt)
     chosen = rnd.sample(ids, max(1, len(ids) // 100))
-    ops = [kv.op_put(keys.dr_key(cid), json.dumps({"replication": REPLICATIONS[(salt + i) % 3]}))
-           for i, cid in enumerate(chosen)]
-    for i in range(0, len(ops), 120):
-        client.txn(kv.txn_request([], ops[i:i + 120]))
+    put_batched(client, ((keys.dr_key(cid), json.dumps({"replication": REPLICATIONS[(salt + i) % 3]}))
+                         for i, cid in enumerate(chosen)))
     return len(chosen)
+
+
+def floor_read(client: Any, keys: Keys, page_size: int = FLOOR_PAGE) -> int:
+    """The reference: every key of the three prefixes at one revision, paged, nothing parsed."""
+    seen = 0
+    revision = 0
+    for prefix in (keys.clusters, keys.dr, keys.protection):
+        start = kv.to_bytes(prefix)
+        end = kv.prefix_end(start)
+        while True:
+            response = client.range(kv.range_request(start, range_end=end, limit=page_size, revision=revision))
+            revision = revision or response.header.revision
+            kvs = response.kvs
+            seen += len(kvs)
+            if not response.more or not kvs:
+                break
+            start = kvs[-1].key + b"\0"
+    return seen
 
 
 def naive_pass(client: Any, keys: Keys, term: int) -> int:
@@ -91,6 +119,10 @@ def requests(client: Any) -> int:
     return sum(client.stats.values())
 
 
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(client: Any, fn: Callable[[], Any]) -> dict[str, Any]:
     rev0, req0 = client.current_revision(), requests(client)
     t0 = time.perf_counter()
@@ -101,102 +133,104 @@ def measure(client: Any, fn: Callable[[], Any]) -> dict[str, Any]:
     return {"wall": wall, "requests": req, "rev0": rev0, "rev1": rev1, "out": out}
 
 
-def heap_peak(fn: Callable[[], Any]) -> float:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1] / 1024
-    finally:
-        tracemalloc.stop()
+class Bench:
+    def __init__(self, client: Any, session: Session, naive_max: int) -> None:
+        self.client = client
+        self.session = session
+        self.naive_max = naive_max
+        self.rows: list[dict] = []
 
+    def fence(self, keys: Keys) -> tuple[Fence, Election, Mutex]:
+        """The daemon's fence on this namespace: election key, Mutex, pause key, audit stamp."""
+        election = Election(self.session, keys.election)
+        election.campaign(json.dumps({"instance_id": "bench"}))
+        mutex = Mutex(self.session, keys.lock)
+        mutex.lock()
+        fence = leader_fence(keys, term=election.rev, election_key=election.key, owner=mutex.is_owner(),
+                             lease=self.session.lease, instance_id="bench")
+        return fence, election, mutex
 
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def row(self, n: int, phase: str, m: dict, writes: int | str) -> None:
+        floor = next((r["wall"] for r in self.rows if r["clusters"] == n and r["phase"] == "floor"), None)
+        self.rows.append({"clusters": n, "phase": phase, "wall": m["wall"], "requests": m["requests"],
+                          "writes": writes, "rev0": m["rev0"], "rev1": m["rev1"], "rss": rss_mib(),
+                          "x_floor": m["wall"] / floor if floor else None})
+        print(f"  {n:>7} {phase:<11} {m['wall']:8.3f}s {m['requests']:>6} req {writes!s:>7} writes "
+              f"rev {m['rev0']}->{m['rev1']} rss {rss_mib():.0f} MiB", file=sys.stderr, flush=True)
 
+    def run_size(self, n: int) -> None:
+        client = self.client
+        keys = Keys(f"/bench/{n}/opt")
+        t0 = time.perf_counter()
+        ids = populate(client, keys, n)
+        print(f"  {n:>7} populated in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        fence, election, mutex = self.fence(keys)
+        quiet = InvalidLog()
+        memo = PassMemo() if PassMemo is not None else None
+        with_memo = {"memo": memo} if memo is not None else {}
 
-def run_size(client: Any, fence: Fence, n: int, naive: bool, rows: list[dict]) -> None:
-    opt, nai = Keys(f"/bench/{n}/opt"), Keys(f"/bench/{n}/naive")
-    ids = populate(client, opt, n)
-    if naive:
-        populate(client, nai, n)
-    quiet = InvalidLog()
+        def opt_pass(**kw: Any) -> Any:
+            return full_pass(client, keys, fence, invalid_log=quiet, **kw)
 
-    def opt_pass() -> Any:
-        return full_pass(client, opt, fence, invalid_log=quiet)
-
-    def row(phase: str, impl: str, m: dict, writes: int, heap: float | None) -> None:
-        rows.append({"clusters": n, "phase": phase, "impl": impl, "wall_s": m["wall"], "requests": m["requests"],
-                     "writes": writes, "rev_before": m["rev0"], "rev_after": m["rev1"], "heap_kib": heap,
-                     "rss_mib": rss_mib()})
-        r = rows[-1]
-        print(f"  {n:>6} {phase:<6} {impl:<6} {r['wall_s']:8.3f}s {r['requests']:>8} req {writes:>7} writes "
-              f"rev {r['rev_before']}->{r['rev_after']}", file=sys.stderr, flush=True)
-
-    # first pass
-    m = measure(client, opt_pass)
-    row("first", "fenced", m, m["out"].writes, None)
-    if naive:
-        m2 = measure(client, lambda: naive_pass(client, nai, fence.term))
-        row("first", "naive", m2, m2["out"], None)
-    # no-op pass
-    m = measure(client, opt_pass)
-    heap = heap_peak(opt_pass)
-    row("no-op", "fenced", m, m["out"].writes, heap)
-    if naive:
-        m2 = measure(client, lambda: naive_pass(client, nai, fence.term))
-        row("no-op", "naive", m2, m2["out"], heap_peak(lambda: naive_pass(client, nai, fence.term)) if n <= 10000 else None)
-    # 1% of the inputs changed
-    change_one_percent(client, opt, ids, 7)
-    m = measure(client, opt_pass)
-    change_one_percent(client, opt, ids, 8)
-    heap = heap_peak(opt_pass)
-    row("1%", "fenced", m, m["out"].writes, heap)
-    if naive:
-        change_one_percent(client, nai, ids, 7)
-        m2 = measure(client, lambda: naive_pass(client, nai, fence.term))
-        row("1%", "naive", m2, m2["out"], None)
+        try:
+            m = measure(client, lambda: opt_pass(**with_memo))
+            self.row(n, "first", m, m["out"].writes)
+            m = measure(client, lambda: floor_read(client, keys))
+            self.rows.append({"clusters": n, "phase": "floor", "wall": m["wall"], "requests": m["requests"],
+                              "writes": "-", "rev0": m["rev0"], "rev1": m["rev1"], "rss": rss_mib(), "x_floor": 1.0})
+            m = measure(client, opt_pass)
+            self.row(n, "no-op", m, m["out"].writes)
+            if memo is not None:
+                opt_pass(memo=memo)   # the first pass memoized nothing it wrote: warm up once
+                m = measure(client, lambda: opt_pass(memo=memo))
+                self.row(n, "no-op memo", m, m["out"].writes)
+            change_one_percent(client, keys, ids, 7)
+            m = measure(client, lambda: opt_pass(**with_memo))
+            self.row(n, "1% memo" if memo is not None else "1%", m, m["out"].writes)
+            m = measure(client, lambda: read_status(client, keys))
+            self.row(n, "status", m, "-")
+            if n <= self.naive_max:
+                nai = Keys(f"/bench/{n}/naive")
+                populate(client, nai, n)
+                m = measure(client, lambda: naive_pass(client, nai, fence.term))
+                self.row(n, "naive first", m, m["out"])
+                m = measure(client, lambda: naive_pass(client, nai, fence.term))
+                self.row(n, "naive no-op", m, m["out"])
+        finally:
+            mutex.unlock()
+            election.resign()
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"| {'clusters':>8} | {'phase':<5} | {'impl':<6} | {'wall s':>8} | {'etcd req':>8} | {'writes':>7} "
-            f"| {'rev before -> after':>21} | {'heap peak KiB':>13} | {'RSS MiB':>7} | {'speed-up':>8} |")
+    head = (f"| {'clusters':>8} | {'phase':<11} | {'wall s':>7} | {'x floor':>7} | {'etcd req':>8} | {'writes':>7} "
+            f"| {'rev before -> after':>21} | {'peak RSS MiB':>12} |")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
-    by = {(r["clusters"], r["phase"], r["impl"]): r for r in rows}
     for r in rows:
-        other = by.get((r["clusters"], r["phase"], "naive"))
-        speed = f"{other['wall_s'] / r['wall_s']:.1f}x" if r["impl"] == "fenced" and other else ""
-        heap = f"{r['heap_kib']:.0f}" if r["heap_kib"] is not None else "-"
-        revs = f"{r['rev_before']} -> {r['rev_after']}"
-        print(f"| {r['clusters']:>8} | {r['phase']:<5} | {r['impl']:<6} | {r['wall_s']:>8.3f} | {r['requests']:>8} "
-              f"| {r['writes']:>7} | {revs:>21} | {heap:>13} | {r['rss_mib']:>7.0f} | {speed:>8} |")
+        ratio = f"{r['x_floor']:.2f}" if r["x_floor"] is not None else "-"
+        revs = f"{r['rev0']} -> {r['rev1']}"
+        print(f"| {r['clusters']:>8} | {r['phase']:<11} | {r['wall']:>7.3f} | {ratio:>7} | {r['requests']:>8} "
+              f"| {r['writes']!s:>7} | {revs:>21} | {r['rss']:>12.0f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1000,10000,50000", help="comma-separated cluster counts")
-    parser.add_argument("--naive-max", type=int, default=50000,
-                        help="skip the naive baseline above this size (it issues 4 requests per cluster)")
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated cluster counts")
+    parser.add_argument("--naive-max", type=int, default=0,
+                        help="run the naive baseline for sizes up to this (0: never; it issues 4 requests per cluster)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    rows: list[dict] = []
     with EtcdCluster(1, extra_args=["--quota-backend-bytes", str(8 * 1024 ** 3)]) as etcd:
         client = connect(etcd.endpoints, request_timeout=30.0, dial_timeout=5.0)
         session = Session(client, ttl=60)
-        election = Election(session, "/bench/election")
-        election.campaign(json.dumps({"instance_id": "bench"}))
-        mutex = Mutex(session, "/bench/reconcile-lock")
-        mutex.lock()
-        fence = Fence(election.rev, [kv.cmp_create(election.key, "=", election.rev), mutex.is_owner()])
+        bench = Bench(client, session, args.naive_max)
         try:
             for n in sizes:
-                run_size(client, fence, n, n <= args.naive_max, rows)
+                bench.run_size(n)
         finally:
-            mutex.unlock()
-            election.resign()
             session.close()
             client.close()
-    print_table(rows)
+    print_table(bench.rows)
     return 0
 
 

@@ -15,7 +15,7 @@ from worker.etcd import kv
 from worker.protection.keys import Keys
 from worker.protection.reader import read_all, read_ids
 from worker.protection.reconcile import InvalidLog, full_pass, incremental_pass
-from worker.protection.writer import Fence, FenceLostError
+from worker.protection.writer import BatchWriter, Fence, FenceLostError
 
 from tests.protection.helpers import cluster, count, delete, dr, get, make_fence, put, put_many, record
 
@@ -116,7 +116,7 @@ def test_removal_and_orphans_are_deleted_in_bulk(client, keys, fence):
     txns = client.stats["txn"]
     result = full_pass(client, keys, fence)
     assert result.deleted == 320 and result.seen == 0 and result.states == {}
-    assert result.txns == 3 and client.stats["txn"] - txns == 3               # 127 changes per transaction
+    assert result.txns == 3 and client.stats["txn"] - txns == 3               # 125 changes per transaction
     assert count(client, keys.protection) == 0
 
 
@@ -226,7 +226,7 @@ def test_fence_guard_stops_writing_mid_pass_before_the_next_transaction(client, 
     guarded = Fence(fence.term, fence.compares, guard=guard)
     with pytest.raises(DeadlineTooClose):
         full_pass(client, keys, guarded)
-    assert count(client, keys.protection) == 127  # one full batch, then nothing
+    assert count(client, keys.protection) == BatchWriter(client, fence).batch_size  # one full batch, then nothing
 
 
 class LosesFenceAfter:
@@ -252,8 +252,9 @@ def test_fence_lost_mid_pass_stops_at_once(client, keys):
     lossy = LosesFenceAfter(client, keys.election + "/fence-test", 1)
     with pytest.raises(FenceLostError) as info:
         full_pass(lossy, keys, fence)
-    assert info.value.written == 127
-    assert count(client, keys.protection) == 127                   # the first batch only
+    batch = BatchWriter(client, fence).batch_size
+    assert info.value.written == batch
+    assert count(client, keys.protection) == batch                 # the first batch only
 
 
 class ChangesKeyBeforeWrite(LosesFenceAfter):

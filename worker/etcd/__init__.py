@@ -7,6 +7,7 @@ from worker.etcd.errors import (
     EtcdClosedError,
     EtcdError,
     EtcdRequestError,
+    MessageTooLargeError,
     EtcdTLSError,
     EtcdTimeoutError,
     EtcdUnavailableError,
@@ -18,7 +19,7 @@ from worker.etcd.keepalive import LeaseKeeper
 from worker.etcd.watch import Watch, WatchResponse
 
 __all__ = [
-    "CompactedError", "EtcdAuthError", "EtcdClient", "EtcdClosedError", "EtcdError", "EtcdRequestError",
+    "CompactedError", "EtcdAuthError", "EtcdClient", "EtcdClosedError", "EtcdError", "EtcdRequestError", "MessageTooLargeError",
     "EtcdTLSError", "EtcdTimeoutError", "EtcdUnavailableError", "InvalidTokenError", "LeaseKeeper",
     "LeaseNotFoundError", "PermissionDeniedError", "Watch", "WatchResponse", "connect",
 ]

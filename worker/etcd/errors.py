@@ -78,6 +78,11 @@ class EtcdRequestError(EtcdError):
     kind = "request"
 
 
+class MessageTooLargeError(EtcdRequestError):
+    """A message exceeded a size limit (gRPC's receive limit for an answer, or etcd's
+    ``--max-request-bytes`` for a request): ask for less (a smaller page) and retry."""
+
+
 class EtcdClosedError(EtcdError):
     """The client (or the stream) was closed by us."""
 
@@ -118,6 +123,8 @@ def from_grpc(exc: grpc.RpcError, where: str = "") -> EtcdError:
         return LeaseNotFoundError(message)
     if code == grpc.StatusCode.CANCELLED:
         return EtcdClosedError(message)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and ("larger than max" in details or "too large" in details):
+        return MessageTooLargeError(message)
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                 grpc.StatusCode.RESOURCE_EXHAUSTED):
         return EtcdRequestError(message)

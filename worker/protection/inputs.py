@@ -40,7 +40,32 @@ def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
     return value
 
 
-def parse_cluster(raw: bytes | str) -> ClusterSpec:
+class _ParseCache:
+    """Parse results by raw value: inputs repeat (a few sites, three replications), and parsing is a
+    pure function of the bytes, so a value seen before is answered without JSON. Bounded: emptied
+    when full. Errors are kept as messages and raised afresh."""
+
+    def __init__(self, parse: Any, capacity: int = 4096) -> None:
+        self.parse = parse
+        self.capacity = capacity
+        self.results: dict[bytes | str, tuple[bool, Any]] = {}
+
+    def __call__(self, raw: bytes | str) -> Any:
+        hit = self.results.get(raw)
+        if hit is None:
+            try:
+                hit = (True, self.parse(raw))
+            except InputError as exc:
+                hit = (False, str(exc))
+            if len(self.results) >= self.capacity:
+                self.results.clear()
+            self.results[raw] = hit
+        if not hit[0]:
+            raise InputError(hit[1])
+        return hit[1]
+
+
+def _parse_cluster(raw: bytes | str) -> ClusterSpec:
     data = _json_object(raw, "cluster")
     if "allocated" not in data:
         raise InputError("cluster value has no 'allocated'")
@@ -53,13 +78,18 @@ def parse_cluster(raw: bytes | str) -> ClusterSpec:
     return ClusterSpec(allocated, dr_site)
 
 
-def parse_dr(raw: bytes | str) -> str:
-    """The ``replication`` of a DR value."""
+def _parse_dr(raw: bytes | str) -> str:
     data = _json_object(raw, "DR")
     replication = data.get("replication")
     if not isinstance(replication, str) or replication not in REPLICATION_STATES:
         raise InputError(f"DR 'replication' must be one of {', '.join(REPLICATIONS)}, got {replication!r}")
     return replication
+
+
+#: a cluster value: ``ClusterSpec`` or ``InputError`` (cached by value)
+parse_cluster = _ParseCache(_parse_cluster)
+#: the ``replication`` of a DR value, or ``InputError`` (cached by value)
+parse_dr = _ParseCache(_parse_dr)
 
 
 def check_id(cluster_id: str) -> None:

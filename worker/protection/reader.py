@@ -4,8 +4,15 @@
 ``clusters/`` fixes revision R (its response header), and every later page of every prefix asks
 for ``revision=R``. Each prefix is a stream sorted by key (etcd's order); with the namespace the
 same for all three, key order is id order (compared as bytes), so the streams are joined like a
-merge join and only one page per prefix is held at a time: memory is bounded by ``page_size``,
-not by the number of clusters. No range is unbounded (every one has ``limit=page_size``).
+merge join and only a page or two per prefix is held at a time: memory is bounded by
+``page_size``, not by the number of clusters. No range is unbounded (every one has a limit).
+
+The three streams are independent, so each keeps its next page in flight on a reader thread while
+the caller works on the current one (gRPC waits overlap; the caller's ``progress`` is still called
+on its own thread, once per page it takes). Pages are ``DEFAULT_PAGE_SIZE`` keys (10,000 reads the
+same keys about 2x faster than 1,000 on a 2-core machine). Values are written by users and may be
+large: when an answer would exceed gRPC's receive limit (``MessageTooLargeError``) the page is
+asked for again at half the size, down to one key, and the stream keeps the smaller size.
 
 ``read_ids`` reads a given set of ids (an incremental pass: ids that changed, from a watch) at one
 revision too: one transaction of range ops per 42 ids (3 ops each, within etcd's 128-op limit);
@@ -14,13 +21,15 @@ the first transaction fixes R, the others read at R.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 from worker.etcd import kv
+from worker.etcd.errors import MessageTooLargeError
 from worker.protection.keys import Keys
 from worker.protection.rules import Observed
 
-DEFAULT_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 10_000
 #: etcd's default --max-txn-ops
 MAX_TXN_OPS = 128
 
@@ -29,95 +38,190 @@ MAX_TXN_OPS = 128
 #: the daemon's chance to reconcile input changes between the pages of a long full pass
 Progress = Callable[[], None]
 
+#: one joined id: (id as bytes, cluster KV or None, DR KV or None, protection KV or None)
+Row = tuple[bytes, Any, Any, Any]
 
-def _pages(client: Any, prefix: bytes, revision: int, page_size: int,
-           first: Any = None, progress: Progress | None = None) -> Iterator[Any]:
-    """The key-values under ``prefix`` at ``revision``, page by page (``first``: a page already read)."""
-    end = kv.prefix_end(prefix)
-    start = prefix
-    response = first
+
+class _Pager:
+    """One prefix at one revision, page by page; ``size`` halves while answers are too large."""
+
+    def __init__(self, client: Any, prefix: bytes, revision: int, size: int) -> None:
+        self.client = client
+        self.end = kv.prefix_end(prefix)
+        self.revision = revision
+        self.size = size
+
+    def fetch(self, start: bytes) -> Any:
+        while True:
+            try:
+                return self.client.range(kv.range_request(start, range_end=self.end, limit=self.size,
+                                                          revision=self.revision))
+            except MessageTooLargeError:
+                if self.size == 1:
+                    raise
+                self.size = max(1, self.size // 2)
+
+
+def _pages(pager: _Pager, start: bytes, first: Any = None, progress: Progress | None = None,
+           pool: ThreadPoolExecutor | None = None) -> Iterator[Any]:
+    """The pages (``kvs``) of ``pager``'s prefix from ``start``; ``first``: the first answer, already
+    read or in flight (a ``Future``). With ``pool``, the next page is requested as soon as the
+    current one is handed out, so the network wait overlaps the caller's work."""
+    pending = first
     while True:
-        if response is None:
-            response = client.range(kv.range_request(start, range_end=end, limit=page_size, revision=revision))
-            if progress is not None:
-                progress()
-        yield from response.kvs
-        if not response.more or not response.kvs:
+        if pending is None:
+            response = pager.fetch(start)
+        elif isinstance(pending, Future):
+            response = pending.result()
+        else:
+            response = pending
+        pending = None
+        if progress is not None:
+            progress()
+        kvs = response.kvs
+        more = response.more and len(kvs) > 0
+        if more:
+            start = kvs[-1].key + b"\0"
+            if pool is not None:
+                pending = pool.submit(pager.fetch, start)
+        if kvs:
+            yield kvs
+        if not more:
             return
-        start = response.kvs[-1].key + b"\0"
-        response = None
 
 
-def _with_ids(stream: Iterator[Any], prefix: bytes) -> Iterator[tuple[bytes, Any]]:
-    n = len(prefix)
-    for item in stream:
-        yield item.key[n:], item
+class _Cursor:
+    """A stream of pages as (ids, kvs) lists, with an index: the merge join's view of one prefix."""
+
+    __slots__ = ("pages", "strip", "ids", "kvs", "i", "n")
+
+    def __init__(self, pages: Iterator[Any], prefix: bytes) -> None:
+        self.pages = pages
+        self.strip = len(prefix)
+        self.ids: list[bytes] = []
+        self.kvs: Any = ()
+        self.i = self.n = 0
+        self.next_page()
+
+    def next_page(self) -> bool:
+        """Load the next page; False at the end (then ``ids`` is empty)."""
+        kvs = next(self.pages, None)
+        if kvs is None:
+            self.ids, self.kvs, self.i, self.n = [], (), 0, 0
+            return False
+        strip = self.strip
+        self.kvs = list(kvs)
+        self.ids = [item.key[strip:] for item in self.kvs]
+        self.i, self.n = 0, len(self.ids)
+        return True
+
+
+def join_rows(clusters: _Cursor, dr: _Cursor, protection: _Cursor) -> Iterator[Row]:
+    """Join three id-sorted cursors: one row per id that has a cluster or a protection key (a DR key
+    alone is never consulted, so it yields nothing)."""
+    c, d, p = clusters, dr, protection
+    while True:
+        if c.i >= c.n and c.n:
+            c.next_page()
+        if p.i >= p.n and p.n:
+            p.next_page()
+        has_c, has_p = c.i < c.n, p.i < p.n
+        if not has_c and not has_p:
+            return
+        if has_c and has_p:
+            cid, pid = c.ids[c.i], p.ids[p.i]
+            current = cid if cid <= pid else pid
+        else:
+            current = c.ids[c.i] if has_c else p.ids[p.i]
+        # the DR stream: skip ids below current (DR keys without a cluster or a record)
+        dr_kv = None
+        while True:
+            if d.i >= d.n and not (d.n and d.next_page()):
+                break
+            did = d.ids[d.i]
+            if did < current:
+                d.i += 1
+                continue
+            if did == current:
+                dr_kv = d.kvs[d.i]
+                d.i += 1
+            break
+        cluster = prot = None
+        if has_c and c.ids[c.i] == current:
+            cluster = c.kvs[c.i]
+            c.i += 1
+        if has_p and p.ids[p.i] == current:
+            prot = p.kvs[p.i]
+            p.i += 1
+        yield current, cluster, dr_kv, prot
 
 
 def _decode(raw_id: bytes) -> str:
     return raw_id.decode("utf-8", "replace")
 
 
-def merge_join(clusters: Iterator[tuple[bytes, Any]], dr: Iterator[tuple[bytes, Any]],
-               protection: Iterator[tuple[bytes, Any]]) -> Iterator[Observed]:
-    """Join three id-sorted streams: one ``Observed`` per id that has a cluster or a protection key
-    (a DR key alone is never consulted, so it yields nothing)."""
-    sentinel = (None, None)
-    c = next(clusters, sentinel)
-    d = next(dr, sentinel)
-    p = next(protection, sentinel)
-    while c[0] is not None or p[0] is not None:
-        ids = [x[0] for x in (c, p) if x[0] is not None]
-        current = min(ids)
-        while d[0] is not None and d[0] < current:
-            d = next(dr, sentinel)
-        cluster = dr_kv = prot = None
-        if c[0] == current:
-            cluster = c[1]
-            c = next(clusters, sentinel)
-        if d[0] == current:
-            dr_kv = d[1]
-            d = next(dr, sentinel)
-        if p[0] == current:
-            prot = p[1]
-            p = next(protection, sentinel)
-        yield Observed(_decode(current), cluster, dr_kv, prot)
+def observe(row: Row) -> Observed:
+    """A joined row as the rules see it."""
+    return Observed(_decode(row[0]), row[1], row[2], row[3])
 
 
 class Snapshot:
-    """``read_all``'s result: the pinned ``revision`` and an iterator of ``Observed`` (read lazily)."""
+    """``read_all``'s result: the pinned ``revision``; iterate ``rows()`` (fast) or the snapshot
+    itself (``Observed`` per id). Pages are read while iterating; ``close()`` stops the readers."""
 
-    def __init__(self, revision: int, observed: Iterator[Observed]) -> None:
+    def __init__(self, revision: int, rows: Iterator[Row], pool: ThreadPoolExecutor | None = None) -> None:
         self.revision = revision
-        self._observed = observed
+        self._rows = rows
+        self._pool = pool
+
+    def rows(self) -> Iterator[Row]:
+        try:
+            yield from self._rows
+        finally:
+            self.close()
 
     def __iter__(self) -> Iterator[Observed]:
-        return self._observed
+        return map(observe, self.rows())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 def read_all(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE,
-             progress: Progress | None = None) -> Snapshot:
-    """Every id under the namespace, at one revision (pages read while iterating)."""
+             progress: Progress | None = None, prefetch: bool = True) -> Snapshot:
+    """Every id under the namespace, at one revision (pages read while iterating; with
+    ``prefetch``, each prefix's next page is read on a thread while the current one is used)."""
     if page_size < 1:
         raise ValueError("page_size must be >= 1")
     c_prefix, d_prefix, p_prefix = (kv.to_bytes(p) for p in (keys.clusters, keys.dr, keys.protection))
-    first = client.range(kv.range_request(c_prefix, range_end=kv.prefix_end(c_prefix), limit=page_size))
-    revision = first.header.revision
-    if progress is not None:
-        progress()
-    clusters = _with_ids(_pages(client, c_prefix, revision, page_size, first, progress), c_prefix)
-    dr = _with_ids(_pages(client, d_prefix, revision, page_size, progress=progress), d_prefix)
-    protection = _with_ids(_pages(client, p_prefix, revision, page_size, progress=progress), p_prefix)
-    return Snapshot(revision, merge_join(clusters, dr, protection))
+    c_pager = _Pager(client, c_prefix, 0, page_size)
+    response = c_pager.fetch(c_prefix)
+    revision = c_pager.revision = response.header.revision
+    d_pager, p_pager = (_Pager(client, prefix, revision, c_pager.size) for prefix in (d_prefix, p_prefix))
+    pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pages") if prefetch else None
+    try:
+        d_first = pool.submit(d_pager.fetch, d_prefix) if pool is not None else None
+        p_first = pool.submit(p_pager.fetch, p_prefix) if pool is not None else None
+        cursors = (_Cursor(_pages(c_pager, c_prefix, response, progress, pool), c_prefix),
+                   _Cursor(_pages(d_pager, d_prefix, d_first, progress, pool), d_prefix),
+                   _Cursor(_pages(p_pager, p_prefix, p_first, progress, pool), p_prefix))
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    return Snapshot(revision, join_rows(*cursors), pool)
 
 
 def scan_prefix(client: Any, prefix: str, *, revision: int = 0, page_size: int = DEFAULT_PAGE_SIZE,
                 ) -> tuple[int, Iterator[Any]]:
     """All key-values under one prefix at one revision (0: now), paged: ``(revision, iterator)``."""
     p = kv.to_bytes(prefix)
-    first = client.range(kv.range_request(p, range_end=kv.prefix_end(p), limit=page_size, revision=revision))
-    rev = revision or first.header.revision
-    return rev, _pages(client, p, rev, page_size, first)
+    pager = _Pager(client, p, revision, page_size)
+    first = pager.fetch(p)
+    pager.revision = revision or first.header.revision
+    return pager.revision, (item for page in _pages(pager, p, first) for item in page)
 
 
 def read_ids(client: Any, keys: Keys, ids: Iterable[str], *, revision: int = 0) -> tuple[int, list[Observed]]:

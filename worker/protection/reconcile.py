@@ -18,12 +18,14 @@ from typing import Any, Iterable
 import structlog
 
 from worker.protection.keys import Keys
-from worker.protection.reader import DEFAULT_PAGE_SIZE, Progress, read_all, read_ids
+from worker.protection.memo import Outcome, PassMemo, revisions_key
+from worker.protection.reader import DEFAULT_PAGE_SIZE, Progress, Row, observe, read_all, read_ids
 from worker.protection.records import format_time
-from worker.protection.rules import Decision, InvalidInput, Observed, decide
+from worker.protection.rules import Decision, InvalidInput, decide
 from worker.protection.writer import MAX_TXN_OPS, BatchWriter, Fence, FenceLostError, PausedError, leader_fence
 
-__all__ = ["Fence", "FenceLostError", "PausedError", "leader_fence", "InvalidInput", "InvalidLog", "PassResult", "full_pass", "incremental_pass"]
+__all__ = ["Fence", "FenceLostError", "PausedError", "leader_fence", "InvalidInput", "InvalidLog", "PassMemo",
+           "PassResult", "full_pass", "incremental_pass"]
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +54,12 @@ class PassResult:
     changes_dropped: int = 0
     #: records by state after the pass
     states: dict[str, int] = field(default_factory=dict)
-    #: changes skipped because the protection key moved since it was read (see ``writer``)
+    #: changes skipped because the protection key or an input moved since it was read (see ``writer``)
     conflicts: int = 0
+    #: their ids: a newer input (or record) is there; the daemon reconciles these again
+    conflicted_ids: list[str] = field(default_factory=list)
+    #: ids whose outcome the term's memo answered without parsing (full passes given a ``memo``)
+    memo_hits: int = 0
 
     @property
     def changed(self) -> int:
@@ -106,36 +112,72 @@ class _Pass:
         self.writer = None if dry_run else BatchWriter(client, fence, on_outcome=self._outcome, max_ops=max_ops,
                                                      progress=progress)
         self.max_lines = None if dry_run else MAX_CHANGE_LINES
+        self.cluster_prefix = keys.clusters.encode()
+        self.dr_prefix = keys.dr.encode()
         self.start = time.monotonic()
 
-    def feed(self, observed: Iterable[Observed]) -> None:
+    def feed(self, rows: Iterable[Row], memo: PassMemo | None = None) -> None:
+        """Decide every joined row and queue its write; with ``memo``, a row whose three mod
+        revisions are those of the last pass replays that pass's outcome (nothing to write)."""
         r = self.result
-        for obs in observed:
-            if obs.cluster is not None:
+        for row in rows:
+            cid, cluster, dr, protection = row
+            if cluster is not None:
                 r.seen += 1
-            d = decide(obs, term=self.term, updated_at=self.updated_at)
-            if d.action == "none":
-                continue
-            if d.action == "unchanged":
-                r.unchanged += 1
-                self.states[d.old_state] += 1
-            elif d.action == "invalid":
-                r.invalid.append(d.invalid)
-                self.invalid_log.report(d.invalid)
-                if obs.protection is not None:
-                    self.states[d.old_state] += 1
-            elif self.writer is None:
-                self._outcome(d, True)
+            if memo is not None:
+                revisions = revisions_key(cluster, dr, protection)
+                hit, outcome = memo.lookup(cid, revisions)
+                if hit:
+                    self._replay(outcome)
+                    continue
+            d = decide(observe(row), term=self.term, updated_at=self.updated_at)
+            action = d.action
+            if action == "none":
+                outcome = None
+            elif action == "unchanged":
+                outcome = d.old_state
+            elif action == "invalid":
+                outcome = (d.invalid, d.old_state if protection is not None else None)
             else:
-                self.writer.add(d, self.keys.protection_key(d.id),
-                                obs.protection.mod_revision if obs.protection is not None else 0)
+                self._write(d, row)
+                continue
+            self._replay(outcome)
+            if memo is not None:
+                memo.store(cid, revisions, outcome)
+        if memo is not None:
+            r.memo_hits = memo.hits
+
+    def _replay(self, outcome: Outcome) -> None:
+        """Count an outcome that writes nothing (unchanged, none, invalid)."""
+        if outcome is None:
+            return
+        if isinstance(outcome, str):
+            self.result.unchanged += 1
+            self.states[outcome] += 1
+            return
+        invalid, state = outcome
+        self.result.invalid.append(invalid)
+        self.invalid_log.report(invalid)
+        if state is not None:
+            self.states[state] += 1
+
+    def _write(self, d: Decision, row: Row) -> None:
+        if self.writer is None:
+            self._outcome(d, True)
+            return
+        cid, cluster, dr, protection = row
+        inputs = ((cluster.key, cluster.mod_revision) if cluster is not None else (self.cluster_prefix + cid, 0),
+                  (dr.key, dr.mod_revision) if dr is not None else (self.dr_prefix + cid, 0))
+        self.writer.add(d, self.keys.protection_key(d.id),
+                        protection.mod_revision if protection is not None else 0, inputs)
 
     def _outcome(self, d: Decision, done: bool) -> None:
         r = self.result
         if not done:
             r.conflicts += 1
+            r.conflicted_ids.append(d.id)
             log.info("write_conflict", id=d.id, action=d.action,
-                     note="protection key changed since it was read; the next pass looks again")
+                     note="the protection key or an input changed since it was read; reconciled again")
             if d.old_state != "none":
                 self.states[d.old_state] += 1
             return
@@ -164,9 +206,9 @@ class _Pass:
             self.result.txns = self.writer.txns
 
 
-def _run(p: _Pass, observed: Iterable[Observed]) -> PassResult:
+def _run(p: _Pass, observed: Iterable[Row], memo: PassMemo | None = None) -> PassResult:
     try:
-        p.feed(observed)
+        p.feed(observed, memo)
         return p.finish()
     except PausedError as exc:
         p._collect()
@@ -183,13 +225,26 @@ def _run(p: _Pass, observed: Iterable[Observed]) -> PassResult:
 def full_pass(client: Any, keys: Keys, fence: Fence | None, *, dry_run: bool = False,
               now: datetime | float | None = None, page_size: int = DEFAULT_PAGE_SIZE,
               invalid_log: InvalidLog | None = None, max_ops: int = MAX_TXN_OPS,
-              progress: Progress | None = None) -> PassResult:
-    """Every cluster, at one revision; orphaned records (cluster key gone) are deleted in batches."""
+              progress: Progress | None = None, memo: PassMemo | None = None) -> PassResult:
+    """Every cluster, at one revision; orphaned records (cluster key gone) are deleted in batches.
+
+    ``memo``: the term's ``PassMemo`` (one per term, created by the caller; None: every cluster is
+    parsed and decided). A pass that fails midway leaves it cold."""
     p = _Pass(client, keys, fence, mode="full", dry_run=dry_run, now=now, invalid_log=invalid_log,
               max_ops=max_ops, progress=progress)
-    snapshot = read_all(client, keys, page_size=page_size, progress=progress)
-    p.result.revision = snapshot.revision
-    return _run(p, snapshot)
+    if memo is not None:
+        memo.begin()
+    try:
+        snapshot = read_all(client, keys, page_size=page_size, progress=progress)
+        p.result.revision = snapshot.revision
+        result = _run(p, snapshot.rows(), memo)
+    except BaseException:
+        if memo is not None:
+            memo.reset()
+        raise
+    if memo is not None:
+        memo.commit()
+    return result
 
 
 def incremental_pass(client: Any, keys: Keys, fence: Fence | None, ids: Iterable[str], *,
@@ -201,4 +256,4 @@ def incremental_pass(client: Any, keys: Keys, fence: Fence | None, ids: Iterable
               max_ops=max_ops, progress=progress)
     revision, observed = read_ids(client, keys, ids)
     p.result.revision = revision
-    return _run(p, observed)
+    return _run(p, ((obs.id.encode(), obs.cluster, obs.dr, obs.protection) for obs in observed))

@@ -17,16 +17,18 @@ or the ``KV`` tuples the tests build.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from worker.protection.inputs import REPLICATION_STATES, InputError, check_id, parse_cluster, parse_dr
-from worker.protection.records import Record
+from worker.protection.records import FIELDS, STATES, Record
 
 ACTIONS = ("none", "unchanged", "create", "update", "recreate", "delete", "invalid")
 WRITES = ("create", "update", "recreate", "delete")
 REASON_RECLAIMED = "cluster reclaimed"
 REASON_NO_DR = "no DR site"
+FIELD_SET = frozenset(FIELDS)
 
 
 class KV(NamedTuple):
@@ -97,6 +99,19 @@ def stored_record(kv: Any) -> tuple[Record | None, str]:
     except (ValueError, TypeError, UnicodeDecodeError):
         return None, "unknown"
     return record, record.state
+
+
+def stored_state(raw: bytes) -> str:
+    """The state of a stored record value, as ``stored_record`` gives it, without building the
+    record ("unknown" when it does not parse): what ``status`` counts."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return "unknown"
+    if not isinstance(data, dict) or data.keys() != FIELD_SET:
+        return "unknown"
+    state = data["state"]
+    return state if isinstance(state, str) and state in STATES else "unknown"
 
 
 def desired(obs: Observed) -> Record | InvalidInput | None:

@@ -13,8 +13,8 @@ import json
 from typing import Any
 
 from worker.protection.keys import Keys
-from worker.protection.reader import DEFAULT_PAGE_SIZE, read_all, scan_prefix
-from worker.protection.rules import decide, stored_record
+from worker.protection.reader import DEFAULT_PAGE_SIZE, observe, read_all, scan_prefix
+from worker.protection.rules import InvalidInput, desired, stored_state
 
 
 def _candidates(client: Any, prefix: str, revision: int) -> list[Any]:
@@ -37,13 +37,13 @@ def read_status(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE) 
     snapshot = read_all(client, keys, page_size=page_size)
     states: collections.Counter[str] = collections.Counter()
     invalid = []
-    for obs in snapshot:
-        if obs.protection is not None:
-            states[stored_record(obs.protection)[1]] += 1
-        if obs.cluster is not None:
-            d = decide(obs)
-            if d.invalid is not None:
-                invalid.append({"key": d.invalid.key, "mod_revision": d.invalid.mod_revision, "error": d.invalid.error})
+    for row in snapshot.rows():
+        if row[3] is not None:
+            states[stored_state(row[3].value)] += 1
+        if row[1] is not None:
+            want = desired(observe(row))
+            if isinstance(want, InvalidInput):
+                invalid.append({"key": want.key, "mod_revision": want.mod_revision, "error": want.error})
     revision = snapshot.revision
     candidates = _candidates(client, keys.election + "/", revision)
     locks = _candidates(client, keys.lock + "/", revision)

@@ -11,8 +11,19 @@ Every transaction is ``If(fence compares...) Then(one nested txn per change)``:
   skipped alone and counted as a conflict; the level-triggered next pass looks again. This is the
   "compare the protection key's mod revision as read" option, chosen so that a concurrent change
   is never written over and never blocks the other changes of its batch.
-* Up to 127 changes per transaction: etcd's default ``--max-txn-ops`` is 128 and a nested
-  transaction is checked against what the outer one leaves (128 - 127 = 1 compare / 1 op each).
+* Each change also compares the two inputs it was computed from, as read: ``clusters/ID`` and
+  ``dr/ID`` (mod revision as read, or create revision 0 when absent). A change whose inputs moved
+  since its read revision is skipped as a conflict too (``conflicted`` lists its id): the watch that
+  reported the newer input reconciles it, so a slow full pass never writes a stale decision over a
+  newer one, even when the daemon reconciles changes between the pages of that pass.
+* The batch size follows from etcd's ``--max-txn-ops`` (128 by default) and how etcd checks nested
+  transactions (``checkTxnRequest`` in etcd's ``v3rpc/key.go``): the outer transaction may have at
+  most 128 compares, 128 success ops and 128 failure ops, and every nested transaction at most
+  ``128 - max(len(compare), len(success), len(failure))`` of the outer one. A change's nested
+  transaction has 3 compares (protection, cluster, DR) and 1 op; the failure branch's nested
+  transaction has the leadership compares (2). So the outer success may hold 128 - 3 = 125 ops:
+  the audit stamp and 124 changes (``batch_limit``; a test sends exactly that many to a real etcd,
+  and one more is refused).
 
 Recreate (allocating a ``deleted`` record) — a deviation from the letter of the spec, forced by
 etcd: etcd refuses a delete and a put of the same key in one transaction, nested or not ("duplicate
@@ -98,15 +109,39 @@ def leader_fence(keys: Any, *, term: int, election_key: str, owner: Any, lease: 
                  stamp_value=stamp(term, lease, instance_id))
 
 
+#: compares in a change's nested transaction: the protection key and the two inputs (cluster, DR)
+CHANGE_COMPARES = 3
+
+
+def batch_limit(max_ops: int, *, outer_compares: int, failure_ops: int, extra_ops: int,
+                nested_width: int) -> int:
+    """How many changes fit in one transaction: etcd (``checkTxnRequest``) allows ``max_ops`` compares,
+    success ops and failure ops in the outer transaction, and a nested one at most ``max_ops`` minus the
+    widest of those three; ``nested_width`` is the widest nested transaction (compares or ops)."""
+    outer = max_ops - nested_width           # the widest the outer transaction may be
+    if outer < max(outer_compares, failure_ops):
+        return 0
+    return outer - extra_ops
+
+
 @dataclass
 class _Pending:
     decision: Decision
     key: bytes
     mod_revision: int
+    #: the inputs' guards: (key, mod revision as read or 0 when absent)
+    inputs: tuple[tuple[bytes, int], ...] = ()
 
 
-def _nested(compare: Any, op: Any) -> Any:
-    return etcdrpc.RequestOp(request_txn=kv.txn_request([compare], [op]))
+def _guard(key: bytes, mod_revision: int) -> Any:
+    """The key is as read: its mod revision, or still absent (create revision 0)."""
+    return kv.cmp_mod(key, "=", mod_revision) if mod_revision else kv.cmp_create(key, "=", 0)
+
+
+def _nested(item: _Pending, op: Any, *, absent: bool = False) -> Any:
+    own = kv.cmp_create(item.key, "=", 0) if absent else kv.cmp_mod(item.key, "=", item.mod_revision)
+    compares = [own] + [_guard(k, rev) for k, rev in item.inputs]
+    return etcdrpc.RequestOp(request_txn=kv.txn_request(compares, [op]))
 
 
 #: called once per change after its transaction: (decision, written?)
@@ -133,8 +168,10 @@ class BatchWriter:
             self.failure_ops = [etcdrpc.RequestOp(request_txn=kv.txn_request(self.lead_compares))]
         if fence.stamp_key is not None:
             self.extra_ops.append(kv.op_put(fence.stamp_key, fence.stamp_value))
-        self.batch_size = max_ops - 1 - len(self.extra_ops)
-        if self.batch_size < 1 or len(self.fence_compares) > self.batch_size:
+        self.batch_size = batch_limit(max_ops, outer_compares=len(self.fence_compares),
+                                      failure_ops=len(self.failure_ops), extra_ops=len(self.extra_ops),
+                                      nested_width=max(CHANGE_COMPARES, len(self.lead_compares)))
+        if self.batch_size < 1:
             raise ValueError(f"max_ops {max_ops} leaves no room for changes")
         self.on_outcome = on_outcome
         #: called after each transaction answered (proof of progress, see ``reader.Progress``)
@@ -143,12 +180,17 @@ class BatchWriter:
         self.txns = 0
         self.writes = 0
         self.conflicts = 0
+        #: ids of the changes skipped because their protection key or an input moved since read
+        self.conflicted: list[str] = []
         self.revision = 0
 
-    def add(self, decision: Decision, key: str | bytes, mod_revision: int) -> None:
-        """Queue one change (``mod_revision``: of the protection key as read, 0 if absent)."""
+    def add(self, decision: Decision, key: str | bytes, mod_revision: int,
+            inputs: tuple[tuple[bytes, int], ...] = ()) -> None:
+        """Queue one change (``mod_revision``: of the protection key as read, 0 if absent; ``inputs``:
+        the ``(key, mod revision as read or 0)`` of ``clusters/ID`` and ``dr/ID``, compared too)."""
         assert decision.writes, decision
-        self.pending.append(_Pending(decision, kv.to_bytes(key), mod_revision))
+        assert len(inputs) <= CHANGE_COMPARES - 1, inputs
+        self.pending.append(_Pending(decision, kv.to_bytes(key), mod_revision, inputs))
         if len(self.pending) >= self.batch_size:
             self.flush()
 
@@ -179,12 +221,11 @@ class BatchWriter:
         for i, item in enumerate(batch):
             d = item.decision
             if d.action == "create":
-                first.append(_nested(kv.cmp_create(item.key, "=", 0), kv.op_put(item.key, d.new.to_json())))
+                first.append(_nested(item, kv.op_put(item.key, d.new.to_json()), absent=True))
             elif d.action == "update":
-                first.append(_nested(kv.cmp_mod(item.key, "=", item.mod_revision),
-                                     kv.op_put(item.key, d.new.to_json())))
+                first.append(_nested(item, kv.op_put(item.key, d.new.to_json())))
             else:  # delete, and the first half of a recreate
-                first.append(_nested(kv.cmp_mod(item.key, "=", item.mod_revision), kv.op_delete(item.key)))
+                first.append(_nested(item, kv.op_delete(item.key)))
                 if d.action == "recreate":
                     second.append(i)
         response = self._send(first)
@@ -192,7 +233,7 @@ class BatchWriter:
         self.writes += sum(ok)
         recreated = [i for i in second if ok[i]]
         if recreated:
-            ops = [_nested(kv.cmp_create(batch[i].key, "=", 0), kv.op_put(batch[i].key, batch[i].decision.new.to_json()))
+            ops = [_nested(batch[i], kv.op_put(batch[i].key, batch[i].decision.new.to_json()), absent=True)
                    for i in recreated]
             try:
                 response2 = self._send(ops)
@@ -210,5 +251,6 @@ class BatchWriter:
     def _outcome(self, decision: Decision, done: bool) -> None:
         if not done:
             self.conflicts += 1
+            self.conflicted.append(decision.id)
         if self.on_outcome is not None:
             self.on_outcome(decision, done)
