@@ -14,7 +14,7 @@ from worker.errors import WorkerError
 from worker.etcd import kv
 from worker.protection.keys import Keys
 from worker.protection.reader import read_all, read_ids
-from worker.protection.reconcile import InvalidLog, full_pass, incremental_pass
+from worker.protection.reconcile import WRITE_DEPTH, InvalidLog, full_pass, incremental_pass
 from worker.protection.writer import BatchWriter, Fence, FenceLostError
 
 from tests.protection.helpers import cluster, count, delete, dr, get, make_fence, put, put_many, record
@@ -247,14 +247,16 @@ class LosesFenceAfter:
 
 
 def test_fence_lost_mid_pass_stops_at_once(client, keys):
-    put_many(client, {keys.cluster(f"c{i:03}"): cluster(True, None) for i in range(300)})
+    """The fence key goes right after the first transaction: the pass stops at the first failed
+    one; at most the transactions already in flight (``WRITE_DEPTH``) landed, each still fenced."""
+    put_many(client, {keys.cluster(f"c{i:03}"): cluster(True, None) for i in range(1000)})
     fence = make_fence(client, keys)
     lossy = LosesFenceAfter(client, keys.election + "/fence-test", 1)
     with pytest.raises(FenceLostError) as info:
         full_pass(lossy, keys, fence)
     batch = BatchWriter(client, fence).batch_size
-    assert info.value.written == batch
-    assert count(client, keys.protection) == batch                 # the first batch only
+    assert info.value.written in [batch * k for k in range(1, WRITE_DEPTH + 1)]
+    assert count(client, keys.protection) == info.value.written    # what landed, no more
 
 
 class ChangesKeyBeforeWrite(LosesFenceAfter):

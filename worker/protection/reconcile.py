@@ -31,6 +31,9 @@ log = structlog.get_logger(__name__)
 
 #: change lines kept in ``PassResult.changes`` by a real (not dry-run) pass; the rest are counted
 MAX_CHANGE_LINES = 1000
+#: write transactions in flight at once: etcd applies one batch while the next is built and sent
+#: (and the pass keeps reading); see ``writer.BatchWriter``
+WRITE_DEPTH = 2
 
 
 @dataclass
@@ -110,7 +113,7 @@ class _Pass:
         self.invalid_log = invalid_log or DEFAULT_INVALID_LOG
         self.states: collections.Counter[str] = collections.Counter()
         self.writer = None if dry_run else BatchWriter(client, fence, on_outcome=self._outcome, max_ops=max_ops,
-                                                     progress=progress)
+                                                     progress=progress, depth=WRITE_DEPTH)
         self.max_lines = None if dry_run else MAX_CHANGE_LINES
         self.cluster_prefix = keys.clusters.encode()
         self.dr_prefix = keys.dr.encode()

@@ -8,7 +8,7 @@ these keys in this order. Two records are the *same* when they differ at most in
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 STATES = ("unprotected", "protecting", "protected", "degraded", "deleted")
@@ -33,7 +33,9 @@ class Record:
         return other is not None and self.content() == other.content()
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps({"state": self.state, "reason": self.reason, "dr_site": self.dr_site,
+                           "cluster_revision": self.cluster_revision, "dr_revision": self.dr_revision,
+                           "term": self.term, "updated_at": self.updated_at})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Record:

@@ -37,7 +37,9 @@ allocated cluster without a record and creates it: the outcome is the same.
 
 from __future__ import annotations
 
+import collections
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -133,15 +135,29 @@ class _Pending:
     inputs: tuple[tuple[bytes, int], ...] = ()
 
 
+_EQUAL = etcdrpc.Compare.EQUAL
+_MOD = etcdrpc.Compare.MOD
+_CREATE = etcdrpc.Compare.CREATE
+
+
 def _guard(key: bytes, mod_revision: int) -> Any:
     """The key is as read: its mod revision, or still absent (create revision 0)."""
-    return kv.cmp_mod(key, "=", mod_revision) if mod_revision else kv.cmp_create(key, "=", 0)
+    if mod_revision:
+        return etcdrpc.Compare(key=key, result=_EQUAL, target=_MOD, mod_revision=mod_revision)
+    return etcdrpc.Compare(key=key, result=_EQUAL, target=_CREATE, create_revision=0)
 
 
 def _nested(item: _Pending, op: Any, *, absent: bool = False) -> Any:
-    own = kv.cmp_create(item.key, "=", 0) if absent else kv.cmp_mod(item.key, "=", item.mod_revision)
-    compares = [own] + [_guard(k, rev) for k, rev in item.inputs]
-    return etcdrpc.RequestOp(request_txn=kv.txn_request(compares, [op]))
+    """One change as a nested transaction: its op if the protection key (as read, or absent for a
+    create) and its inputs are unchanged. Built from the messages directly: this runs per change."""
+    compares = [_guard(item.key, 0 if absent else item.mod_revision)]
+    for key, revision in item.inputs:
+        compares.append(_guard(key, revision))
+    return etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(compare=compares, success=[op]))
+
+
+def _put(key: bytes, record: Any) -> Any:
+    return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=record.to_json().encode()))
 
 
 #: called once per change after its transaction: (decision, written?)
@@ -149,12 +165,21 @@ Outcome = Callable[[Decision, bool], None]
 
 
 class BatchWriter:
-    """Collects changes and sends them in fenced transactions of at most ``max_ops``-1 changes."""
+    """Collects changes and sends them in fenced transactions of at most ``batch_size`` changes.
+
+    ``depth``: transactions in flight at once (1: each waits for the previous answer). With more,
+    the next batch is sent while etcd applies the previous one and the caller keeps reading and
+    deciding; answers are still handled in order on the caller's thread (outcomes, ``progress``).
+    Every transaction carries the whole fence, so one in flight when the fence fails fails too;
+    whenever the writer raises, it has first waited for every transaction it sent."""
 
     def __init__(self, client: Any, fence: Fence, *, on_outcome: Outcome | None = None,
-                 max_ops: int = MAX_TXN_OPS, progress: Callable[[], None] | None = None) -> None:
+                 max_ops: int = MAX_TXN_OPS, progress: Callable[[], None] | None = None,
+                 depth: int = 1) -> None:
         if not fence.compares:
             raise ValueError("a Fence needs at least one compare: unfenced writes are refused")
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
         self.client = client
         self.fence = fence
         self.lead_compares = [kv.to_compare(c) for c in fence.compares]
@@ -176,6 +201,7 @@ class BatchWriter:
         self.on_outcome = on_outcome
         #: called after each transaction answered (proof of progress, see ``reader.Progress``)
         self.progress = progress
+        self.depth = depth
         self.pending: list[_Pending] = []
         self.txns = 0
         self.writes = 0
@@ -183,6 +209,9 @@ class BatchWriter:
         #: ids of the changes skipped because their protection key or an input moved since read
         self.conflicted: list[str] = []
         self.revision = 0
+        #: sent, not yet handled: (answer or its Future, the batch, indexes of its recreates)
+        self._inflight: collections.deque[tuple[Any, list[_Pending], list[int]]] = collections.deque()
+        self._pool: ThreadPoolExecutor | None = None
 
     def add(self, decision: Decision, key: str | bytes, mod_revision: int,
             inputs: tuple[tuple[bytes, int], ...] = ()) -> None:
@@ -192,12 +221,15 @@ class BatchWriter:
         assert len(inputs) <= CHANGE_COMPARES - 1, inputs
         self.pending.append(_Pending(decision, kv.to_bytes(key), mod_revision, inputs))
         if len(self.pending) >= self.batch_size:
-            self.flush()
+            self._send_batch()
 
-    def _send(self, ops: list[Any]) -> Any:
+    def _request(self, ops: list[Any]) -> Any:
         if self.fence.guard is not None:
             self.fence.guard()
-        response = self.client.txn(kv.txn_request(self.fence_compares, ops + self.extra_ops, self.failure_ops))
+        return kv.txn_request(self.fence_compares, ops + self.extra_ops, self.failure_ops)
+
+    def _check(self, response: Any) -> Any:
+        """Count one answered transaction; raise if the fence (or the pause key) failed it."""
         self.txns += 1
         self.revision = max(self.revision, response.header.revision)
         if self.progress is not None:
@@ -212,7 +244,11 @@ class BatchWriter:
                                  revision=response.header.revision, written=self.writes)
         return response
 
-    def flush(self) -> None:
+    def _send(self, ops: list[Any]) -> Any:
+        """One transaction, waiting for its answer."""
+        return self._check(self.client.txn(self._request(ops)))
+
+    def _send_batch(self) -> None:
         batch, self.pending = self.pending, []
         if not batch:
             return
@@ -221,20 +257,60 @@ class BatchWriter:
         for i, item in enumerate(batch):
             d = item.decision
             if d.action == "create":
-                first.append(_nested(item, kv.op_put(item.key, d.new.to_json()), absent=True))
+                first.append(_nested(item, _put(item.key, d.new), absent=True))
             elif d.action == "update":
-                first.append(_nested(item, kv.op_put(item.key, d.new.to_json())))
+                first.append(_nested(item, _put(item.key, d.new)))
             else:  # delete, and the first half of a recreate
                 first.append(_nested(item, kv.op_delete(item.key)))
                 if d.action == "recreate":
                     second.append(i)
-        response = self._send(first)
-        ok = [r.response_txn.succeeded for r in response.responses[:len(first)]]
+        while len(self._inflight) >= self.depth:
+            self._handle_oldest()
+        try:
+            request = self._request(first)
+            if self.depth == 1:
+                answer: Any = self.client.txn(request)
+            else:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=self.depth, thread_name_prefix="writes")
+                answer = self._pool.submit(self.client.txn, request)
+        except BaseException:
+            self._drain()
+            raise
+        self._inflight.append((answer, batch, second))
+
+    def _handle_oldest(self) -> None:
+        try:
+            self._handle(*self._inflight.popleft())
+        except BaseException as exc:
+            self._drain()
+            if isinstance(exc, (FenceLostError, PausedError)):
+                exc.written = self.writes
+            raise
+
+    def _drain(self) -> None:
+        """After a failure: wait for every transaction still in flight and report what landed."""
+        while self._inflight:
+            answer, batch, _ = self._inflight.popleft()
+            try:
+                response = answer.result() if isinstance(answer, Future) else answer
+            except Exception:  # noqa: BLE001 - the first failure is the one raised
+                continue
+            if response.succeeded:
+                self.txns += 1
+                ok = [r.response_txn.succeeded for r in response.responses[:len(batch)]]
+                self.writes += sum(ok)
+                for item, done in zip(batch, ok):
+                    if not (done and item.decision.action == "recreate"):
+                        self._outcome(item.decision, done)
+
+    def _handle(self, answer: Any, batch: list[_Pending], second: list[int]) -> None:
+        response = self._check(answer.result() if isinstance(answer, Future) else answer)
+        ok = [r.response_txn.succeeded for r in response.responses[:len(batch)]]
         self.writes += sum(ok)
         recreated = [i for i in second if ok[i]]
         if recreated:
-            ops = [_nested(batch[i], kv.op_put(batch[i].key, batch[i].decision.new.to_json()), absent=True)
-                   for i in recreated]
+            ops = [_nested(batch[i], _put(batch[i].key, batch[i].decision.new), absent=True) for i in recreated]
             try:
                 response2 = self._send(ops)
             except FenceLostError:
@@ -247,6 +323,17 @@ class BatchWriter:
                 ok[i] = r.response_txn.succeeded
         for item, done in zip(batch, ok):
             self._outcome(item.decision, done)
+
+    def flush(self) -> None:
+        """Send what is queued and wait for every answer."""
+        try:
+            self._send_batch()
+            while self._inflight:
+                self._handle_oldest()
+        finally:
+            if self._pool is not None and not self._inflight:
+                self._pool.shutdown(wait=False)
+                self._pool = None
 
     def _outcome(self, decision: Decision, done: bool) -> None:
         if not done:
