@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 MAX_CHANGE_LINES = 1000
 #: write transactions in flight at once: etcd applies one batch while the next is built and sent
 #: (and the pass keeps reading); see ``writer.BatchWriter``
-WRITE_DEPTH = 2
+WRITE_DEPTH = 3
 
 
 @dataclass

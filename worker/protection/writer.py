@@ -140,24 +140,33 @@ _MOD = etcdrpc.Compare.MOD
 _CREATE = etcdrpc.Compare.CREATE
 
 
-def _guard(key: bytes, mod_revision: int) -> Any:
-    """The key is as read: its mod revision, or still absent (create revision 0)."""
+def _guard(txn: Any, key: bytes, mod_revision: int) -> None:
+    """Compare in ``txn`` that the key is as read: its mod revision, or still absent (create revision 0)."""
+    c = txn.compare.add()
+    c.key = key
+    c.result = _EQUAL
     if mod_revision:
-        return etcdrpc.Compare(key=key, result=_EQUAL, target=_MOD, mod_revision=mod_revision)
-    return etcdrpc.Compare(key=key, result=_EQUAL, target=_CREATE, create_revision=0)
+        c.target = _MOD
+        c.mod_revision = mod_revision
+    else:
+        c.target = _CREATE
+        c.create_revision = 0
 
 
-def _nested(item: _Pending, op: Any, *, absent: bool = False) -> Any:
-    """One change as a nested transaction: its op if the protection key (as read, or absent for a
-    create) and its inputs are unchanged. Built from the messages directly: this runs per change."""
-    compares = [_guard(item.key, 0 if absent else item.mod_revision)]
+def _append(request: Any, item: _Pending, op: str, *, absent: bool = False) -> None:
+    """Add one change to ``request``'s success ops as a nested transaction: ``op`` ("put" or
+    "delete") if the protection key (as read, or absent for a create) and its inputs are unchanged.
+    Built in place (no message copies): this runs once per change."""
+    txn = request.success.add().request_txn
+    _guard(txn, item.key, 0 if absent else item.mod_revision)
     for key, revision in item.inputs:
-        compares.append(_guard(key, revision))
-    return etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(compare=compares, success=[op]))
-
-
-def _put(key: bytes, record: Any) -> Any:
-    return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=record.to_json().encode()))
+        _guard(txn, key, revision)
+    if op == "put":
+        put = txn.success.add().request_put
+        put.key = item.key
+        put.value = item.decision.new.to_json().encode()
+    else:
+        txn.success.add().request_delete_range.key = item.key
 
 
 #: called once per change after its transaction: (decision, written?)
@@ -223,10 +232,19 @@ class BatchWriter:
         if len(self.pending) >= self.batch_size:
             self._send_batch()
 
-    def _request(self, ops: list[Any]) -> Any:
+    def _new_request(self) -> Any:
+        """A transaction with the fence compares and failure branch; changes go in its success ops."""
+        request = etcdrpc.TxnRequest()
+        request.compare.extend(self.fence_compares)
+        request.failure.extend(self.failure_ops)
+        return request
+
+    def _request(self, request: Any) -> Any:
+        """``request`` ready to send: the extra ops (the stamp) after the changes; the guard checked."""
         if self.fence.guard is not None:
             self.fence.guard()
-        return kv.txn_request(self.fence_compares, ops + self.extra_ops, self.failure_ops)
+        request.success.extend(self.extra_ops)
+        return request
 
     def _check(self, response: Any) -> Any:
         """Count one answered transaction; raise if the fence (or the pause key) failed it."""
@@ -244,25 +262,25 @@ class BatchWriter:
                                  revision=response.header.revision, written=self.writes)
         return response
 
-    def _send(self, ops: list[Any]) -> Any:
+    def _send(self, request: Any) -> Any:
         """One transaction, waiting for its answer."""
-        return self._check(self.client.txn(self._request(ops)))
+        return self._check(self.client.txn(self._request(request)))
 
     def _send_batch(self) -> None:
         batch, self.pending = self.pending, []
         if not batch:
             return
-        first: list[Any] = []
+        first = self._new_request()
         second: list[int] = []       # indexes into batch: the creates of recreates
         for i, item in enumerate(batch):
-            d = item.decision
-            if d.action == "create":
-                first.append(_nested(item, _put(item.key, d.new), absent=True))
-            elif d.action == "update":
-                first.append(_nested(item, _put(item.key, d.new)))
+            action = item.decision.action
+            if action == "create":
+                _append(first, item, "put", absent=True)
+            elif action == "update":
+                _append(first, item, "put")
             else:  # delete, and the first half of a recreate
-                first.append(_nested(item, kv.op_delete(item.key)))
-                if d.action == "recreate":
+                _append(first, item, "delete")
+                if action == "recreate":
                     second.append(i)
         while len(self._inflight) >= self.depth:
             self._handle_oldest()
@@ -310,9 +328,11 @@ class BatchWriter:
         self.writes += sum(ok)
         recreated = [i for i in second if ok[i]]
         if recreated:
-            ops = [_nested(batch[i], _put(batch[i].key, batch[i].decision.new), absent=True) for i in recreated]
+            creates = self._new_request()
+            for i in recreated:
+                _append(creates, batch[i], "put", absent=True)
             try:
-                response2 = self._send(ops)
+                response2 = self._send(creates)
             except FenceLostError:
                 for i, item in enumerate(batch):   # report what the first transaction did
                     if not (item.decision.action == "recreate" and ok[i]):
