@@ -13,7 +13,7 @@ from worker.protection.memo import PassMemo
 from worker.protection.reader import read_all
 from worker.protection.reconcile import InvalidLog, full_pass, incremental_pass
 from worker.protection.records import Record
-from worker.protection.rules import Decision
+from worker.protection.rules import KV, Decision, stored_record, stored_state
 from worker.protection.status import read_status
 from worker.protection.writer import BatchWriter, Fence, FenceLostError, batch_limit
 
@@ -251,3 +251,15 @@ def test_one_key_over_the_limit_is_an_error_not_a_loop(client, small_client, key
     put(client, keys.cluster("huge"), big_cluster(1100 * 1024))
     with pytest.raises(MessageTooLargeError):
         list(read_all(small_client, keys, page_size=4).rows())
+
+
+# -- status's shortcut --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [
+    Record("protected", "r", None, 1, None, 1, "x").to_json().encode(), b"{}", b"junk", b' {"a": 1} ', b"[1]",
+    b"\xff", Record("degraded", "r", "s", 1, 2, 1, "x").to_json().encode() + b" \n",
+    Record("protected", "r", None, 1, None, 1, "x").to_json().encode() + b"xx", b"",
+    Record("protected", "r", None, 1, None, 1, "x").to_json().replace('"protected"', '"bogus"').encode(),
+    Record("protected", "r", None, 1, None, 1, "x").to_json().replace('"protected"', '["protected"]').encode()])
+def test_stored_state_counts_like_the_full_record_parse(value):
+    assert stored_state(value) == stored_record(KV(b"k", value, 1))[1]

@@ -21,10 +21,17 @@ from __future__ import annotations
 
 from typing import Any, Union
 
+from worker.protection.records import STATES
 from worker.protection.rules import InvalidInput
 
 #: bits per revision in the packed key: revisions below 2**42 (4.4e12) pack without overlap
 _BITS = 42
+#: the outcome codes kept in the entry's low 3 bits: a stored state (``unchanged``) by its index, or
+#: ``_NONE`` (``none``), or ``_ASIDE`` (the outcome is kept in a side table: ``invalid``)
+_STATES = STATES + ("unknown",)
+_CODE = {state: i for i, state in enumerate(_STATES)}
+_NONE = 6
+_ASIDE = 7
 
 #: the outcome of one id: the stored state (``unchanged``), None (``none``), or
 #: ``(InvalidInput, stored state or None)`` (``invalid``)
@@ -40,11 +47,16 @@ def revisions_key(cluster: Any, dr: Any, protection: Any) -> int:
 
 
 class PassMemo:
-    """Per-term memo of full-pass outcomes that need no write (see the module doc)."""
+    """Per-term memo of full-pass outcomes that need no write (see the module doc).
+
+    One entry per id: an int, the packed revisions shifted left 3 bits with the outcome's code in
+    the low bits (about 140 bytes an id with the id itself); invalid outcomes (rare) sit aside."""
 
     def __init__(self) -> None:
-        self._last: dict[bytes, tuple[int, Outcome]] = {}
-        self._next: dict[bytes, tuple[int, Outcome]] | None = None
+        self._last: dict[bytes, int] = {}
+        self._last_aside: dict[bytes, Outcome] = {}
+        self._next: dict[bytes, int] | None = None
+        self._next_aside: dict[bytes, Outcome] = {}
         #: lookups answered / not answered by the memo in the last pass (for benches and tests)
         self.hits = 0
         self.misses = 0
@@ -54,29 +66,42 @@ class PassMemo:
 
     def begin(self) -> None:
         """A full pass starts: lookups answer from the last completed pass."""
-        self._next = {}
+        self._next, self._next_aside = {}, {}
         self.hits = self.misses = 0
 
     def lookup(self, cid: bytes, revisions: int) -> tuple[bool, Outcome]:
         """``(True, outcome)`` when ``cid`` had these revisions last pass (kept for the next pass)."""
         entry = self._last.get(cid)
-        if entry is not None and entry[0] == revisions:
-            self.hits += 1
-            if self._next is not None:
-                self._next[cid] = entry
-            return True, entry[1]
-        self.misses += 1
-        return False, None
+        if entry is None or entry >> 3 != revisions:
+            self.misses += 1
+            return False, None
+        self.hits += 1
+        code = entry & 7
+        outcome: Outcome = _STATES[code] if code < _NONE else None if code == _NONE else self._last_aside[cid]
+        if self._next is not None:
+            self._next[cid] = entry
+            if code == _ASIDE:
+                self._next_aside[cid] = outcome
+        return True, outcome
 
     def store(self, cid: bytes, revisions: int, outcome: Outcome) -> None:
-        if self._next is not None:
-            self._next[cid] = (revisions, outcome)
+        if self._next is None:
+            return
+        if outcome is None:
+            code = _NONE
+        elif isinstance(outcome, str) and outcome in _CODE:
+            code = _CODE[outcome]
+        else:
+            code = _ASIDE
+            self._next_aside[cid] = outcome
+        self._next[cid] = (revisions << 3) | code
 
     def commit(self) -> None:
         """The pass completed: what it saw becomes what the next pass looks up."""
         if self._next is not None:
-            self._last, self._next = self._next, None
+            self._last, self._last_aside = self._next, self._next_aside
+            self._next, self._next_aside = None, {}
 
     def reset(self) -> None:
         """Forget everything (a pass failed midway): the next pass starts cold."""
-        self._last, self._next = {}, None
+        self._last, self._last_aside, self._next, self._next_aside = {}, {}, None, {}

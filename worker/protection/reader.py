@@ -9,8 +9,10 @@ merge join and only a page or two per prefix is held at a time: memory is bounde
 
 The three streams are independent, so each keeps its next page in flight on a reader thread while
 the caller works on the current one (gRPC waits overlap; the caller's ``progress`` is still called
-on its own thread, once per page it takes). Pages are ``DEFAULT_PAGE_SIZE`` keys (10,000 reads the
-same keys about 2x faster than 1,000 on a 2-core machine). Values are written by users and may be
+on its own thread, once per page it takes). Pages are ``DEFAULT_PAGE_SIZE`` keys: bare reads of
+10,000 keys a page are about 2x faster than of 1,000 on a 2-core machine, and with the next page in
+flight 5,000 are as fast as 10,000 while holding half the memory (measured at 100,000 clusters: the
+same no-op pass time, peak RSS 78 MB instead of 104 MB). Values are written by users and may be
 large: when an answer would exceed gRPC's receive limit (``MessageTooLargeError``) the page is
 asked for again at half the size, down to one key, and the stream keeps the smaller size.
 
@@ -29,7 +31,7 @@ from worker.etcd.errors import MessageTooLargeError
 from worker.protection.keys import Keys
 from worker.protection.rules import Observed
 
-DEFAULT_PAGE_SIZE = 10_000
+DEFAULT_PAGE_SIZE = 5_000
 #: etcd's default --max-txn-ops
 MAX_TXN_OPS = 128
 

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from worker.protection.inputs import REPLICATION_STATES, InputError, check_id, parse_cluster, parse_dr
+from worker.protection.inputs import REPLICATION_STATES, ClusterSpec, InputError, check_id, parse_cluster, parse_dr
 from worker.protection.records import FIELDS, STATES, Record
 
 ACTIONS = ("none", "unchanged", "create", "update", "recreate", "delete", "invalid")
@@ -29,6 +29,7 @@ WRITES = ("create", "update", "recreate", "delete")
 REASON_RECLAIMED = "cluster reclaimed"
 REASON_NO_DR = "no DR site"
 FIELD_SET = frozenset(FIELDS)
+_scan = json.JSONDecoder().scan_once
 
 
 class KV(NamedTuple):
@@ -105,7 +106,13 @@ def stored_state(raw: bytes) -> str:
     """The state of a stored record value, as ``stored_record`` gives it, without building the
     record ("unknown" when it does not parse): what ``status`` counts."""
     try:
-        data = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        try:   # the C scanner alone (what json.loads runs, without its wrappers); any doubt: json.loads
+            data, end = _scan(text, 0)
+        except StopIteration:
+            data, end = None, -1
+        if end != len(text):
+            data = json.loads(text)
     except (ValueError, TypeError, UnicodeDecodeError):
         return "unknown"
     if not isinstance(data, dict) or data.keys() != FIELD_SET:
@@ -114,28 +121,38 @@ def stored_state(raw: bytes) -> str:
     return state if isinstance(state, str) and state in STATES else "unknown"
 
 
+def checked_inputs(cid: str, cluster: Any, dr: Any) -> tuple[ClusterSpec, str | None] | InvalidInput:
+    """The parsed inputs of one id — its cluster spec and, when consulted (allocated, ``dr_site``
+    set, DR key present), its replication — or the first bad input. ``cluster`` must be present."""
+    try:
+        check_id(cid)
+        spec = parse_cluster(cluster.value)
+    except InputError as exc:
+        return InvalidInput(_key_text(cluster.key), cluster.mod_revision, str(exc))
+    if not spec.allocated or spec.dr_site is None or dr is None:
+        return spec, None     # reclaimed or no DR site: the DR key is not consulted
+    try:
+        return spec, parse_dr(dr.value)
+    except InputError as exc:
+        return InvalidInput(_key_text(dr.key), dr.mod_revision, str(exc))
+
+
 def desired(obs: Observed) -> Record | InvalidInput | None:
     """The record the rules call for (term/updated_at left empty), ``None`` for "no record",
     or the first bad input. ``obs.cluster`` must be present."""
     cluster = obs.cluster
-    cluster_key = _key_text(cluster.key)
-    try:
-        check_id(obs.id)
-        spec = parse_cluster(cluster.value)
-    except InputError as exc:
-        return InvalidInput(cluster_key, cluster.mod_revision, str(exc))
+    checked = checked_inputs(obs.id, cluster, obs.dr)
+    if isinstance(checked, InvalidInput):
+        return checked
+    spec, replication = checked
     if not spec.allocated:
         # reclaim: the DR key is not consulted; "unprotected" and "none" stay (handled by decide)
         return Record("deleted", REASON_RECLAIMED, spec.dr_site, cluster.mod_revision, None)
     if spec.dr_site is None:
         return Record("unprotected", REASON_NO_DR, None, cluster.mod_revision, None)
-    if obs.dr is None:
+    if replication is None:
         return Record("protecting", f"DR site {spec.dr_site} has no replication status yet", spec.dr_site,
                       cluster.mod_revision, None)
-    try:
-        replication = parse_dr(obs.dr.value)
-    except InputError as exc:
-        return InvalidInput(_key_text(obs.dr.key), obs.dr.mod_revision, str(exc))
     return Record(REPLICATION_STATES[replication], f"DR site {spec.dr_site} replication {replication}",
                   spec.dr_site, cluster.mod_revision, obs.dr.mod_revision)
 

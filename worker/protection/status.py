@@ -13,8 +13,8 @@ import json
 from typing import Any
 
 from worker.protection.keys import Keys
-from worker.protection.reader import DEFAULT_PAGE_SIZE, observe, read_all, scan_prefix
-from worker.protection.rules import InvalidInput, desired, stored_state
+from worker.protection.reader import DEFAULT_PAGE_SIZE, read_all, scan_prefix
+from worker.protection.rules import InvalidInput, checked_inputs, stored_state
 
 
 def _candidates(client: Any, prefix: str, revision: int) -> list[Any]:
@@ -41,9 +41,9 @@ def read_status(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE) 
         if row[3] is not None:
             states[stored_state(row[3].value)] += 1
         if row[1] is not None:
-            want = desired(observe(row))
-            if isinstance(want, InvalidInput):
-                invalid.append({"key": want.key, "mod_revision": want.mod_revision, "error": want.error})
+            bad = checked_inputs(row[0].decode("utf-8", "replace"), row[1], row[2])
+            if isinstance(bad, InvalidInput):
+                invalid.append({"key": bad.key, "mod_revision": bad.mod_revision, "error": bad.error})
     revision = snapshot.revision
     candidates = _candidates(client, keys.election + "/", revision)
     locks = _candidates(client, keys.lock + "/", revision)
