@@ -16,8 +16,10 @@ with the batched loader (``worker.ops.inventory.put_batched``), then measures, i
 * ``status``      ``protection-worker status``'s read (counts by state, invalid inputs), from the store.
 
 Columns: wall time, the ratio to the floor read of the same size, etcd requests issued
-(``client.stats``), keys written, store revision before and after, and the process peak RSS after
-the row (``ru_maxrss``: it only grows, so the 100,000 rows show the peak of the whole run).
+(``client.stats``), keys written, store revision before and after, the process peak RSS after
+the row (``ru_maxrss``: it only grows, so the 100,000 rows show the peak of the whole run; run one
+size alone for its own peak), and etcd's database size after the row (all sizes so far, history
+included: the bench never compacts, like the worker).
 ``--naive-max N`` adds the naive baseline (one get per key and one unfenced put per cluster) for
 sizes up to N (slow: 4 requests per cluster).
 
@@ -119,6 +121,11 @@ def requests(client: Any) -> int:
     return sum(client.stats.values())
 
 
+def db_mib(client: Any) -> float:
+    """etcd's database file size (``etcdctl endpoint status``'s DB SIZE): history included."""
+    return client.status().db_size / 1024 ** 2
+
+
 def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -154,7 +161,7 @@ class Bench:
         floor = next((r["wall"] for r in self.rows if r["clusters"] == n and r["phase"] == "floor"), None)
         self.rows.append({"clusters": n, "phase": phase, "wall": m["wall"], "requests": m["requests"],
                           "writes": writes, "rev0": m["rev0"], "rev1": m["rev1"], "rss": rss_mib(),
-                          "x_floor": m["wall"] / floor if floor else None})
+                          "x_floor": m["wall"] / floor if floor else None, "db": db_mib(self.client)})
         print(f"  {n:>7} {phase:<11} {m['wall']:8.3f}s {m['requests']:>6} req {writes!s:>7} writes "
               f"rev {m['rev0']}->{m['rev1']} rss {rss_mib():.0f} MiB", file=sys.stderr, flush=True)
 
@@ -177,7 +184,8 @@ class Bench:
             self.row(n, "first", m, m["out"].writes)
             m = measure(client, lambda: floor_read(client, keys))
             self.rows.append({"clusters": n, "phase": "floor", "wall": m["wall"], "requests": m["requests"],
-                              "writes": "-", "rev0": m["rev0"], "rev1": m["rev1"], "rss": rss_mib(), "x_floor": 1.0})
+                              "writes": "-", "rev0": m["rev0"], "rev1": m["rev1"], "rss": rss_mib(), "x_floor": 1.0,
+                              "db": db_mib(client)})
             m = measure(client, opt_pass)
             self.row(n, "no-op", m, m["out"].writes)
             if memo is not None:
@@ -203,14 +211,14 @@ class Bench:
 
 def print_table(rows: list[dict]) -> None:
     head = (f"| {'clusters':>8} | {'phase':<11} | {'wall s':>7} | {'x floor':>7} | {'etcd req':>8} | {'writes':>7} "
-            f"| {'rev before -> after':>21} | {'peak RSS MiB':>12} |")
+            f"| {'rev before -> after':>21} | {'peak RSS MiB':>12} | {'etcd DB MiB':>11} |")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
         ratio = f"{r['x_floor']:.2f}" if r["x_floor"] is not None else "-"
         revs = f"{r['rev0']} -> {r['rev1']}"
         print(f"| {r['clusters']:>8} | {r['phase']:<11} | {r['wall']:>7.3f} | {ratio:>7} | {r['requests']:>8} "
-              f"| {r['writes']!s:>7} | {revs:>21} | {r['rss']:>12.0f} |")
+              f"| {r['writes']!s:>7} | {revs:>21} | {r['rss']:>12.0f} | {r['db']:>11.0f} |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -121,6 +121,12 @@ def test_a_failed_pass_leaves_the_memo_cold_and_each_completed_pass_keeps_only_w
     delete(client, keys.cluster("c0"))
     full_pass(client, keys, fence, memo=memo)
     assert len(memo) == 4                                            # c0's record deleted: gone
+    put(client, keys.cluster("r"), cluster(False, "s"))              # reclaimed, no record: "none"
+    full_pass(client, keys, fence, memo=memo)
+    assert len(memo) == 5
+    delete(client, keys.cluster("r"))                                # gone without a write
+    full_pass(client, keys, fence, memo=memo)
+    assert len(memo) == 4                                            # dropped: not seen by the pass
     put(client, keys.cluster("c1"), cluster(True, "s"))
     lost = Fence(fence.term + 1000, [kv.cmp_create(keys.election + "/fence-test", "=", fence.term + 1000)])
     with pytest.raises(FenceLostError):

@@ -49,59 +49,63 @@ def revisions_key(cluster: Any, dr: Any, protection: Any) -> int:
 class PassMemo:
     """Per-term memo of full-pass outcomes that need no write (see the module doc).
 
-    One entry per id: an int, the packed revisions shifted left 3 bits with the outcome's code in
-    the low bits (about 140 bytes an id with the id itself); invalid outcomes (rare) sit aside."""
+    One dict entry per id, updated in place (the id's bytes are kept once): an int holding the
+    packed revisions, the pass generation's parity (bit 3) and the outcome's code (bits 0-2); about
+    140 bytes an id. Invalid outcomes (rare) sit in a side table. A completed pass drops the entries
+    it did not visit (ids gone from the store)."""
 
     def __init__(self) -> None:
-        self._last: dict[bytes, int] = {}
-        self._last_aside: dict[bytes, Outcome] = {}
-        self._next: dict[bytes, int] | None = None
-        self._next_aside: dict[bytes, Outcome] = {}
-        #: lookups answered / not answered by the memo in the last pass (for benches and tests)
+        self._entries: dict[bytes, int] = {}
+        self._aside: dict[bytes, Outcome] = {}
+        self._gen = 0
+        self._visited = 0
+        #: lookups answered / not answered by the memo in the current or last pass
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._last)
+        return len(self._entries)
 
     def begin(self) -> None:
-        """A full pass starts: lookups answer from the last completed pass."""
-        self._next, self._next_aside = {}, {}
-        self.hits = self.misses = 0
+        """A full pass starts: entries it does not visit are dropped when it completes."""
+        self._gen ^= 1
+        self._visited = self.hits = self.misses = 0
 
     def lookup(self, cid: bytes, revisions: int) -> tuple[bool, Outcome]:
         """``(True, outcome)`` when ``cid`` had these revisions last pass (kept for the next pass)."""
-        entry = self._last.get(cid)
-        if entry is None or entry >> 3 != revisions:
+        entry = self._entries.get(cid)
+        if entry is None or entry >> 4 != revisions:
             self.misses += 1
+            if entry is not None:   # decided afresh now: stored again unless it writes
+                del self._entries[cid]
+                self._aside.pop(cid, None)
             return False, None
         self.hits += 1
+        self._visited += 1
+        if (entry >> 3) & 1 != self._gen:
+            self._entries[cid] = entry ^ 8
         code = entry & 7
-        outcome: Outcome = _STATES[code] if code < _NONE else None if code == _NONE else self._last_aside[cid]
-        if self._next is not None:
-            self._next[cid] = entry
-            if code == _ASIDE:
-                self._next_aside[cid] = outcome
-        return True, outcome
+        return True, _STATES[code] if code < _NONE else None if code == _NONE else self._aside[cid]
 
     def store(self, cid: bytes, revisions: int, outcome: Outcome) -> None:
-        if self._next is None:
-            return
         if outcome is None:
             code = _NONE
         elif isinstance(outcome, str) and outcome in _CODE:
             code = _CODE[outcome]
         else:
             code = _ASIDE
-            self._next_aside[cid] = outcome
-        self._next[cid] = (revisions << 3) | code
+            self._aside[cid] = outcome
+        self._entries[cid] = (revisions << 4) | (self._gen << 3) | code
+        self._visited += 1
 
     def commit(self) -> None:
-        """The pass completed: what it saw becomes what the next pass looks up."""
-        if self._next is not None:
-            self._last, self._last_aside = self._next, self._next_aside
-            self._next, self._next_aside = None, {}
+        """The pass completed: drop what it did not visit (ids gone from the store)."""
+        if len(self._entries) > self._visited:
+            gen = self._gen
+            self._entries = {cid: e for cid, e in self._entries.items() if (e >> 3) & 1 == gen}
+            self._aside = {cid: o for cid, o in self._aside.items() if cid in self._entries}
 
     def reset(self) -> None:
         """Forget everything (a pass failed midway): the next pass starts cold."""
-        self._last, self._last_aside, self._next, self._next_aside = {}, {}, None, {}
+        self._entries, self._aside = {}, {}
+        self._visited = 0
