@@ -20,16 +20,6 @@ from worker.protection.writer import BatchWriter, Fence, FenceLostError
 from tests.protection.helpers import cluster, count, delete, dr, get, make_fence, put, put_many, record
 
 
-@pytest.fixture
-def keys(prefix: str) -> Keys:
-    return Keys(prefix)
-
-
-@pytest.fixture
-def fence(client, keys) -> Fence:
-    return make_fence(client, keys)
-
-
 def test_state_table_and_record_format(client, keys, fence):
     put(client, keys.cluster("none"), cluster(True, None))
     put(client, keys.dr_key("none"), "garbage, never consulted")

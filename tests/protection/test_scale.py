@@ -20,16 +20,6 @@ from worker.protection.writer import BatchWriter, Fence, FenceLostError, batch_l
 from tests.protection.helpers import cluster, count, delete, dr, get, make_fence, put, put_many, record
 
 
-@pytest.fixture
-def keys(prefix: str) -> Keys:
-    return Keys(prefix)
-
-
-@pytest.fixture
-def fence(client, keys) -> Fence:
-    return make_fence(client, keys)
-
-
 def daemon_like_fence(client, keys: Keys) -> Fence:
     """A fence shaped like ``leader_fence``'s: two leadership compares, the pause key, the stamp."""
     base = make_fence(client, keys)
