@@ -117,12 +117,15 @@ class _Pass:
         self.max_lines = None if dry_run else MAX_CHANGE_LINES
         self.cluster_prefix = keys.clusters.encode()
         self.dr_prefix = keys.dr.encode()
+        #: the term's ``PassMemo`` (full passes only; None: every row decided)
+        self.memo: PassMemo | None = None
         self.start = time.monotonic()
 
-    def feed(self, rows: Iterable[Row], memo: PassMemo | None = None) -> None:
-        """Decide every joined row and queue its write; with ``memo``, a row whose three mod
-        revisions are those of the last pass replays that pass's outcome (nothing to write)."""
+    def feed(self, rows: Iterable[Row]) -> None:
+        """Decide every joined row (``reader.Row``) and queue its write; with a ``memo``, a row whose
+        three mod revisions are those of the last pass replays that pass's outcome (nothing to write)."""
         r = self.result
+        memo = self.memo
         for row in rows:
             cid, cluster, dr, protection = row
             if cluster is not None:
@@ -209,9 +212,9 @@ class _Pass:
             self.result.txns = self.writer.txns
 
 
-def _run(p: _Pass, observed: Iterable[Row], memo: PassMemo | None = None) -> PassResult:
+def _run(p: _Pass, observed: Iterable[Row]) -> PassResult:
     try:
-        p.feed(observed, memo)
+        p.feed(observed)
         return p.finish()
     except PausedError as exc:
         p._collect()
@@ -240,7 +243,8 @@ def full_pass(client: Any, keys: Keys, fence: Fence | None, *, dry_run: bool = F
     try:
         snapshot = read_all(client, keys, page_size=page_size, progress=progress)
         p.result.revision = snapshot.revision
-        result = _run(p, snapshot.rows(), memo)
+        p.memo = memo
+        result = _run(p, snapshot.rows())
     except BaseException:
         if memo is not None:
             memo.reset()
