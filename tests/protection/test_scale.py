@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from worker.etcd import EtcdRequestError, MessageTooLargeError, endpoints, kv
+from worker.etcd import EtcdRequestError, endpoints, kv
+from worker.etcd.errors import MessageTooLargeError
 from worker.protection.keys import Keys
 from worker.protection.memo import PassMemo
 from worker.protection.reader import read_all

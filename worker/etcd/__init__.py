@@ -7,7 +7,6 @@ from worker.etcd.errors import (
     EtcdClosedError,
     EtcdError,
     EtcdRequestError,
-    MessageTooLargeError,
     EtcdTLSError,
     EtcdTimeoutError,
     EtcdUnavailableError,
@@ -19,7 +18,7 @@ from worker.etcd.keepalive import LeaseKeeper
 from worker.etcd.watch import Watch, WatchResponse
 
 __all__ = [
-    "CompactedError", "EtcdAuthError", "EtcdClient", "EtcdClosedError", "EtcdError", "EtcdRequestError", "MessageTooLargeError",
+    "CompactedError", "EtcdAuthError", "EtcdClient", "EtcdClosedError", "EtcdError", "EtcdRequestError",
     "EtcdTLSError", "EtcdTimeoutError", "EtcdUnavailableError", "InvalidTokenError", "LeaseKeeper",
     "LeaseNotFoundError", "PermissionDeniedError", "Watch", "WatchResponse", "connect",
 ]

@@ -43,10 +43,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pyetcd import etcdrpc
 
 from worker.errors import WorkerError
 from worker.etcd import kv
+from worker.etcd.kv import etcdrpc
 from worker.protection.rules import Decision
 
 #: etcd's default --max-txn-ops
@@ -333,7 +333,7 @@ class BatchWriter:
                 _append(creates, batch[i], "put", absent=True)
             try:
                 response2 = self._send(creates)
-            except FenceLostError:
+            except (FenceLostError, PausedError):
                 for i, item in enumerate(batch):   # report what the first transaction did
                     if not (item.decision.action == "recreate" and ok[i]):
                         self._outcome(item.decision, ok[i])
