@@ -246,8 +246,9 @@ class BatchWriter:
         request.success.extend(self.extra_ops)
         return request
 
-    def _check(self, response: Any) -> Any:
-        """Count one answered transaction; raise if the fence (or the pause key) failed it."""
+    def _check(self, response: Any, ops: list[Any]) -> Any:
+        """Count one answered transaction; raise if the fence (or the pause key) failed it.
+        ``ops``: the changes it carried (named so for the errors' count of refused changes)."""
         self.txns += 1
         self.revision = max(self.revision, response.header.revision)
         if self.progress is not None:
@@ -262,9 +263,9 @@ class BatchWriter:
                                  revision=response.header.revision, written=self.writes)
         return response
 
-    def _send(self, request: Any) -> Any:
-        """One transaction, waiting for its answer."""
-        return self._check(self.client.txn(self._request(request)))
+    def _send(self, request: Any, ops: list[Any]) -> Any:
+        """One transaction carrying the changes ``ops``, waiting for its answer."""
+        return self._check(self.client.txn(self._request(request)), ops)
 
     def _send_batch(self) -> None:
         batch, self.pending = self.pending, []
@@ -323,7 +324,7 @@ class BatchWriter:
                         self._outcome(item.decision, done)
 
     def _handle(self, answer: Any, batch: list[_Pending], second: list[int]) -> None:
-        response = self._check(answer.result() if isinstance(answer, Future) else answer)
+        response = self._check(answer.result() if isinstance(answer, Future) else answer, batch)
         ok = [r.response_txn.succeeded for r in response.responses[:len(batch)]]
         self.writes += sum(ok)
         recreated = [i for i in second if ok[i]]
@@ -332,7 +333,7 @@ class BatchWriter:
             for i in recreated:
                 _append(creates, batch[i], "put", absent=True)
             try:
-                response2 = self._send(creates)
+                response2 = self._send(creates, recreated)
             except (FenceLostError, PausedError):
                 for i, item in enumerate(batch):   # report what the first transaction did
                     if not (item.decision.action == "recreate" and ok[i]):
