@@ -4,6 +4,7 @@ batch size at etcd's nested-transaction limit, and the page-size fallback for la
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -260,3 +261,24 @@ def test_one_key_over_the_limit_is_an_error_not_a_loop(client, small_client, key
     Record("protected", "r", None, 1, None, 1, "x").to_json().replace('"protected"', '["protected"]').encode()])
 def test_stored_state_counts_like_the_full_record_parse(value):
     assert stored_state(value) == stored_record(KV(b"k", value, 1))[1]
+
+
+def test_a_pass_stopped_between_transactions_waits_for_those_in_flight(client, keys, fence):
+    """Writes are pipelined (``WRITE_DEPTH`` in flight): when the pass stops (here the daemon's guard
+    refuses the third transaction), the two already sent are answered and counted, and no writer
+    thread outlives the pass."""
+    put_many(client, {keys.cluster(f"c{i:03}"): cluster(True, None) for i in range(600)})
+    sent = []
+
+    class DeadlineTooClose(Exception):
+        pass
+
+    def guard() -> None:
+        if len(sent) == 2:
+            raise DeadlineTooClose()
+        sent.append(1)
+
+    with pytest.raises(DeadlineTooClose):
+        full_pass(client, keys, Fence(fence.term, fence.compares, guard=guard))
+    assert count(client, keys.protection) == 2 * BatchWriter(client, fence).batch_size
+    assert not [t for t in threading.enumerate() if t.name.startswith("writes")]

@@ -206,6 +206,11 @@ class _Pass:
         r.duration = time.monotonic() - self.start
         return r
 
+    def abandon(self) -> None:
+        """The pass failed: wait for the writes still in flight (no thread outlives the pass)."""
+        if self.writer is not None:
+            self.writer.close()
+
     def _collect(self) -> None:
         if self.writer is not None:
             self.result.writes = self.writer.writes
@@ -240,6 +245,7 @@ def full_pass(client: Any, keys: Keys, fence: Fence | None, *, dry_run: bool = F
               max_ops=max_ops, progress=progress)
     if memo is not None:
         memo.begin()
+    snapshot = None
     try:
         snapshot = read_all(client, keys, page_size=page_size, progress=progress)
         p.result.revision = snapshot.revision
@@ -248,7 +254,11 @@ def full_pass(client: Any, keys: Keys, fence: Fence | None, *, dry_run: bool = F
     except BaseException:
         if memo is not None:
             memo.reset()
+        p.abandon()
         raise
+    finally:
+        if snapshot is not None:
+            snapshot.close()
     if memo is not None:
         memo.commit()
     return result
@@ -261,6 +271,10 @@ def incremental_pass(client: Any, keys: Keys, fence: Fence | None, ids: Iterable
     """Only ``ids`` (e.g. those a watch reported), read at one revision; a gone cluster's record is deleted."""
     p = _Pass(client, keys, fence, mode="incremental", dry_run=dry_run, now=now, invalid_log=invalid_log,
               max_ops=max_ops, progress=progress)
-    revision, observed = read_ids(client, keys, ids)
-    p.result.revision = revision
-    return _run(p, ((obs.id.encode(), obs.cluster, obs.dr, obs.protection) for obs in observed))
+    try:
+        revision, observed = read_ids(client, keys, ids)
+        p.result.revision = revision
+        return _run(p, ((obs.id.encode(), obs.cluster, obs.dr, obs.protection) for obs in observed))
+    except BaseException:
+        p.abandon()
+        raise

@@ -356,6 +356,14 @@ class BatchWriter:
                 self._pool.shutdown(wait=False)
                 self._pool = None
 
+    def close(self) -> None:
+        """Give up what is queued, wait for what is in flight (reporting what landed), stop the thread."""
+        self.pending = []
+        self._drain()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)   # idle by now: nothing is in flight
+            self._pool = None
+
     def _outcome(self, decision: Decision, done: bool) -> None:
         if not done:
             self.conflicts += 1
