@@ -282,3 +282,14 @@ def test_a_pass_stopped_between_transactions_waits_for_those_in_flight(client, k
         full_pass(client, keys, Fence(fence.term, fence.compares, guard=guard))
     assert count(client, keys.protection) == 2 * BatchWriter(client, fence).batch_size
     assert not [t for t in threading.enumerate() if t.name.startswith("writes")]
+
+
+def test_a_batch_of_large_records_goes_out_before_etcds_request_limit(client, keys, fence):
+    """``dr_site`` is user-written and each record carries it twice: 40 records of about 100 KB
+    (4 MB) would make one request over etcd's 1.5 MiB limit; the writer sends them in several."""
+    site = "s" * 50_000
+    for i in range(40):
+        put(client, keys.cluster(f"c{i:02}"), cluster(True, site))
+    result = full_pass(client, keys, fence)
+    assert result.created == 40 and result.txns >= 4
+    assert record(client, keys, "c00")["dr_site"] == site

@@ -16,6 +16,9 @@ Every transaction is ``If(fence compares...) Then(one nested txn per change)``:
   since its read revision is skipped as a conflict too (``conflicted`` lists its id): the watch that
   reported the newer input reconciles it, so a slow full pass never writes a stale decision over a
   newer one, even when the daemon reconciles changes between the pages of that pass.
+* A batch also goes out early when its changes reach ``MAX_REQUEST_BYTES`` (1 MiB: etcd refuses
+  requests over ``--max-request-bytes``, 1.5 MiB by default, and records copy the user-written
+  ``dr_site``).
 * The batch size follows from etcd's ``--max-txn-ops`` (128 by default) and how etcd checks nested
   transactions (``checkTxnRequest`` in etcd's ``v3rpc/key.go``): the outer transaction may have at
   most 128 compares, 128 success ops and 128 failure ops, and every nested transaction at most
@@ -113,6 +116,11 @@ def leader_fence(keys: Any, *, term: int, election_key: str, owner: Any, lease: 
 
 #: compares in a change's nested transaction: the protection key and the two inputs (cluster, DR)
 CHANGE_COMPARES = 3
+#: the size a batch's changes may reach before it is sent: etcd's default --max-request-bytes is
+#: 1.5 MiB, and a record copies ``dr_site`` (written by users) twice
+MAX_REQUEST_BYTES = 1024 * 1024
+#: per change, what ``_size`` does not count: field tags, revisions, the record's fixed text
+_CHANGE_OVERHEAD = 256
 
 
 def batch_limit(max_ops: int, *, outer_compares: int, failure_ops: int, extra_ops: int,
@@ -138,6 +146,15 @@ class _Pending:
 _EQUAL = etcdrpc.Compare.EQUAL
 _MOD = etcdrpc.Compare.MOD
 _CREATE = etcdrpc.Compare.CREATE
+
+
+def _size(item: _Pending) -> int:
+    """About what one change adds to a request, in bytes (its keys, and a record's text)."""
+    size = 3 * len(item.key) + _CHANGE_OVERHEAD
+    record = item.decision.new
+    if record is not None and item.decision.action != "delete":
+        size += len(record.reason) + len(record.dr_site or "")
+    return size
 
 
 def _guard(txn: Any, key: bytes, mod_revision: int) -> None:
@@ -184,7 +201,7 @@ class BatchWriter:
 
     def __init__(self, client: Any, fence: Fence, *, on_outcome: Outcome | None = None,
                  max_ops: int = MAX_TXN_OPS, progress: Callable[[], None] | None = None,
-                 depth: int = 1) -> None:
+                 depth: int = 1, max_bytes: int = MAX_REQUEST_BYTES) -> None:
         if not fence.compares:
             raise ValueError("a Fence needs at least one compare: unfenced writes are refused")
         if depth < 1:
@@ -211,6 +228,9 @@ class BatchWriter:
         #: called after each transaction answered (proof of progress, see ``reader.Progress``)
         self.progress = progress
         self.depth = depth
+        #: request size budget (etcd refuses requests over --max-request-bytes, 1.5 MiB by default)
+        self.max_bytes = max_bytes
+        self._pending_bytes = 0
         self.pending: list[_Pending] = []
         self.txns = 0
         self.writes = 0
@@ -228,7 +248,12 @@ class BatchWriter:
         the ``(key, mod revision as read or 0)`` of ``clusters/ID`` and ``dr/ID``, compared too)."""
         assert decision.writes, decision
         assert len(inputs) <= CHANGE_COMPARES - 1, inputs
-        self.pending.append(_Pending(decision, kv.to_bytes(key), mod_revision, inputs))
+        item = _Pending(decision, kv.to_bytes(key), mod_revision, inputs)
+        size = _size(item)
+        if self.pending and self._pending_bytes + size > self.max_bytes:
+            self._send_batch()      # values are user-written: a batch of large ones goes out early
+        self.pending.append(item)
+        self._pending_bytes += size
         if len(self.pending) >= self.batch_size:
             self._send_batch()
 
@@ -269,6 +294,7 @@ class BatchWriter:
 
     def _send_batch(self) -> None:
         batch, self.pending = self.pending, []
+        self._pending_bytes = 0
         if not batch:
             return
         first = self._new_request()
