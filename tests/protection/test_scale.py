@@ -14,7 +14,7 @@ from worker.protection.keys import Keys
 from worker.protection.memo import PassMemo
 from worker.protection.reader import read_all
 from worker.protection.reconcile import InvalidLog, full_pass, incremental_pass
-from worker.protection.records import Record
+from worker.protection.records import FIELDS, STATES, Record, loads
 from worker.protection.rules import KV, Decision, stored_record, stored_state
 from worker.protection.status import read_status
 from worker.protection.writer import BatchWriter, Fence, FenceLostError, batch_limit
@@ -260,7 +260,30 @@ def test_one_key_over_the_limit_is_an_error_not_a_loop(client, small_client, key
     Record("protected", "r", None, 1, None, 1, "x").to_json().replace('"protected"', '"bogus"').encode(),
     Record("protected", "r", None, 1, None, 1, "x").to_json().replace('"protected"', '["protected"]').encode()])
 def test_stored_state_counts_like_the_full_record_parse(value):
-    assert stored_state(value) == stored_record(KV(b"k", value, 1))[1]
+    def reference(raw: bytes) -> str:   # the spec's reading, with json.loads itself
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            return "unknown"
+        if not isinstance(data, dict) or set(data) != set(FIELDS) or data["state"] not in STATES:
+            return "unknown"
+        return data["state"]
+
+    assert stored_state(value) == stored_record(KV(b"k", value, 1))[1] == reference(value)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1}', ' {"a": 1}', '{"a": 1} ', '{"a": 1}x', "[1, 2]", '"s"', "NaN",
+                                  "", "{", '{"a": 1}{"b": 2}', "\ufeff{}", '{"a": "\u00e9"}'])
+def test_records_loads_is_json_loads(text):
+    try:
+        want = ("ok", json.loads(text))
+    except ValueError as exc:
+        want = ("error", type(exc))
+    try:
+        got = ("ok", loads(text.encode()))
+    except ValueError as exc:
+        got = ("error", type(exc))
+    assert got == want if want[1] == want[1] else got[0] == want[0]   # NaN != NaN
 
 
 def test_a_pass_stopped_between_transactions_waits_for_those_in_flight(client, keys, fence):

@@ -17,19 +17,17 @@ or the ``KV`` tuples the tests build.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from worker.protection.inputs import REPLICATION_STATES, ClusterSpec, InputError, check_id, parse_cluster, parse_dr
-from worker.protection.records import FIELDS, STATES, Record
+from worker.protection.records import FIELDS, STATES, Record, loads
 
 ACTIONS = ("none", "unchanged", "create", "update", "recreate", "delete", "invalid")
 WRITES = ("create", "update", "recreate", "delete")
 REASON_RECLAIMED = "cluster reclaimed"
 REASON_NO_DR = "no DR site"
 FIELD_SET = frozenset(FIELDS)
-_scan = json.JSONDecoder().scan_once
 
 
 class KV(NamedTuple):
@@ -106,13 +104,7 @@ def stored_state(raw: bytes) -> str:
     """The state of a stored record value, as ``stored_record`` gives it, without building the
     record ("unknown" when it does not parse): what ``status`` counts."""
     try:
-        text = raw.decode("utf-8")
-        try:   # the C scanner alone (what json.loads runs, without its wrappers); any doubt: json.loads
-            data, end = _scan(text, 0)
-        except StopIteration:
-            data, end = None, -1
-        if end != len(text):
-            data = json.loads(text)
+        data = loads(raw)
     except (ValueError, TypeError, UnicodeDecodeError):
         return "unknown"
     if not isinstance(data, dict) or data.keys() != FIELD_SET:
@@ -173,12 +165,13 @@ def decide(obs: Observed, *, term: int = 0, updated_at: str = "") -> Decision:
             return Decision("none", obs.id)                         # none stays none
         if old_state == "unprotected":
             return Decision("unchanged", obs.id, old, old_state)    # not rewritten at all
+    recreate = old_state == "deleted" and want.state != "deleted"   # allocation: a new lifecycle
+    if obs.protection is not None and not recreate and want.same(old):
+        return Decision("unchanged", obs.id, old, old_state)
     want = Record(want.state, want.reason, want.dr_site, want.cluster_revision, want.dr_revision,
                   term, updated_at)
     if obs.protection is None:
         return Decision("create", obs.id, None, old_state, want)
-    if old_state == "deleted" and want.state != "deleted":
-        return Decision("recreate", obs.id, old, old_state, want)   # allocation: a new lifecycle
-    if want.same(old):
-        return Decision("unchanged", obs.id, old, old_state)
+    if recreate:
+        return Decision("recreate", obs.id, old, old_state, want)
     return Decision("update", obs.id, old, old_state, want)
