@@ -13,7 +13,7 @@ from worker.etcd.errors import MessageTooLargeError
 from worker.protection.keys import Keys
 from worker.protection.memo import PassMemo
 from worker.protection.reader import read_all
-from worker.protection.reconcile import InvalidLog, full_pass, incremental_pass
+from worker.protection.reconcile import PROGRESS_ROWS, InvalidLog, full_pass, incremental_pass
 from worker.protection.records import FIELDS, STATES, Record, loads
 from worker.protection.rules import KV, Decision, stored_record, stored_state
 from worker.protection.status import read_status
@@ -316,3 +316,11 @@ def test_a_batch_of_large_records_goes_out_before_etcds_request_limit(client, ke
     result = full_pass(client, keys, fence)
     assert result.created == 40 and result.txns >= 4
     assert record(client, keys, "c00")["dr_site"] == site
+
+
+def test_progress_is_called_within_a_page_every_few_hundred_rows(client, keys):
+    """The daemon reconciles changes in the progress callback: a 5,000-key page must not hold them."""
+    put_many(client, {keys.cluster(f"c{i:04}"): cluster(True, None) for i in range(1200)})
+    calls = []
+    full_pass(client, keys, None, dry_run=True, progress=lambda: calls.append(1))
+    assert len(calls) == 3 + 1200 // PROGRESS_ROWS      # one per prefix's page, and one per 500 rows

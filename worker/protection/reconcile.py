@@ -31,6 +31,9 @@ log = structlog.get_logger(__name__)
 
 #: change lines kept in ``PassResult.changes`` by a real (not dry-run) pass; the rest are counted
 MAX_CHANGE_LINES = 1000
+#: rows decided between two ``progress`` calls within a page: the daemon reconciles input changes
+#: in that callback, so a change waits for at most this many rows (milliseconds), not a whole page
+PROGRESS_ROWS = 500
 #: write transactions in flight at once: etcd applies one batch while the next is built and sent
 #: (and the pass keeps reading); see ``writer.BatchWriter``
 WRITE_DEPTH = 3
@@ -119,6 +122,7 @@ class _Pass:
         self.dr_prefix = keys.dr.encode()
         #: the term's ``PassMemo`` (full passes only; None: every row decided)
         self.memo: PassMemo | None = None
+        self.progress = progress
         self.start = time.monotonic()
 
     def feed(self, rows: Iterable[Row]) -> None:
@@ -126,7 +130,10 @@ class _Pass:
         three mod revisions are those of the last pass replays that pass's outcome (nothing to write)."""
         r = self.result
         memo = self.memo
-        for row in rows:
+        progress = self.progress
+        for n, row in enumerate(rows, 1):
+            if progress is not None and n % PROGRESS_ROWS == 0:
+                progress()
             cid, cluster, dr, protection = row
             if cluster is not None:
                 r.seen += 1
