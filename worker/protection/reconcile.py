@@ -34,8 +34,9 @@ MAX_CHANGE_LINES = 1000
 #: rows decided between two ``progress`` calls within a page: the daemon reconciles input changes
 #: in that callback, so a change waits for at most this many rows (milliseconds), not a whole page
 PROGRESS_ROWS = 500
-#: write transactions in flight at once: etcd applies one batch while the next is built and sent
-#: (and the pass keeps reading); see ``writer.BatchWriter``
+#: write transactions in flight at once in a full pass: etcd applies one batch while the next is
+#: built and sent (and the pass keeps reading); see ``writer.BatchWriter``. An incremental pass
+#: (a few ids, one batch) sends its batch and waits: no thread
 WRITE_DEPTH = 3
 
 
@@ -116,7 +117,8 @@ class _Pass:
         self.invalid_log = invalid_log or DEFAULT_INVALID_LOG
         self.states: collections.Counter[str] = collections.Counter()
         self.writer = None if dry_run else BatchWriter(client, fence, on_outcome=self._outcome, max_ops=max_ops,
-                                                     progress=progress, depth=WRITE_DEPTH)
+                                                     progress=progress,
+                                                     depth=WRITE_DEPTH if mode == "full" else 1)
         self.max_lines = None if dry_run else MAX_CHANGE_LINES
         self.cluster_prefix = keys.clusters.encode()
         self.dr_prefix = keys.dr.encode()
