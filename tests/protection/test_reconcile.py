@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -224,14 +225,17 @@ class LosesFenceAfter:
 
     def __init__(self, client, key, n):
         self.client, self.key, self.n = client, key, n
+        self.lock = threading.Lock()    # writes are pipelined: transactions answer on several threads
 
     def __getattr__(self, name):
         return getattr(self.client, name)
 
     def txn(self, request):
         response = self.client.txn(request)
-        self.n -= 1
-        if self.n == 0:
+        with self.lock:
+            self.n -= 1
+            lose = self.n == 0
+        if lose:
             delete(self.client, self.key)
         return response
 
