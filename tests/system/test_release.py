@@ -262,3 +262,16 @@ def test_release_racing_the_restart_leaves_the_new_process_lease(client, keys, u
     assert client.lease_time_to_live(new_lease).TTL > 0
     assert new_lease in line(client, keys)
     assert lease_file.read(worker.service.runtime_dir / lease_file.NAME) == rec
+
+
+@pytest.mark.slow
+def test_drill_kill_of_a_local_leader_measures_the_release_path(client, keys, units, etcd_endpoints, capsys) -> None:
+    from worker.cli import main
+    units(2, release=False)  # no ExecStopPost= here: the drill's own release is what is measured
+    old_id, _, _ = await_leader(client, keys)
+    code = main(["drill", "--mode", "kill", "--json", "--endpoints", ",".join(etcd_endpoints),
+                 "--namespace", keys.namespace])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["ok"] and result["old_leader"] == old_id, result
+    # the drill revoked the dead leader's lease itself, once its pid was gone: well before the TTL
+    assert result["handover_ms"] < BEFORE_EXPIRY * 1000, result

@@ -24,6 +24,7 @@ from worker.etcd.client import EtcdClient
 from worker.errors import WorkerError
 from worker.ops.audit import audit
 from worker.ops.measure import current_leader, measure_failover
+from worker.ops.release import release_killed
 from worker.protection.keys import Keys
 
 MODES = ("resign", "kill", "stop")
@@ -66,6 +67,8 @@ def run_drill(client: EtcdClient, keys: Keys, mode: str, *, timeout: float = 60.
             request_switchover(client, keys, to=None, from_term=term, expires_in=timeout)
         elif pid is not None:
             os.kill(pid, signal.SIGKILL if mode == "kill" else signal.SIGSTOP)
+            if mode == "kill":  # dead for sure: release its lease at once, as ExecStopPost= does
+                release_killed(client, pid, leader_kv.lease)
         else:
             client.lease_revoke(leader_kv.lease)
 
