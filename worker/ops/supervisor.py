@@ -237,6 +237,7 @@ class Service:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Service":
+        (self.base_dir / "notify.sock").unlink(missing_ok=True)  # a previous start's
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind(str(self.base_dir / "notify.sock"))
         self._spawn()
@@ -367,6 +368,7 @@ class Service:
                 self._thread.join(limit + 5)
         if self._sock is not None:
             self._sock.close()
+            (self.base_dir / "notify.sock").unlink(missing_ok=True)
         if self.runtime_dir is not None:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
         if self._own_base:
