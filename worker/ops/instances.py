@@ -180,6 +180,12 @@ class SupervisedWorker(WorkerProcess):
             spec.exec_stop_post = []
         return spec
 
+    def set_release(self, on: bool) -> None:
+        """Run the release after the next death, or not (what etcd's TTL alone gives)."""
+        self.release = on
+        if self.service is not None:
+            self.service.spec.exec_stop_post = self.spec().exec_stop_post
+
     def start(self) -> "SupervisedWorker":
         self.write_config()
         base = self.log_path.with_name(f"{self.instance_id}.sd")
