@@ -74,7 +74,7 @@ class EtcdClient(MultiEndpointEtcd3Client):
         self._subscriptions: list[tuple[grpc.Channel, Callable[[Any], None]]] = []
         for label, endpoint in self.endpoints.items():
             callback = functools.partial(self._connectivity.__setitem__, label)
-            endpoint.channel.subscribe(callback, try_to_connect=False)
+            endpoint.channel.subscribe(callback, try_to_connect=True)
             self._subscriptions.append((endpoint.channel, callback))
 
     # -- auth ---------------------------------------------------------------------------------
