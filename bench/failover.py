@@ -521,6 +521,22 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def clean_up(daemons: Daemons | None, client: EtcdClient | None, etcd: EtcdCluster, workdir: Path,
+             keep: bool) -> None:
+    """Stop the workers (and the Go watcher), close the client, stop etcd, remove the work directory."""
+    if daemons is not None:
+        if daemons.go_watch is not None:
+            daemons.go_watch.close()
+        daemons.stop()
+    if client is not None:
+        client.close()
+    etcd.close()
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        log(f"kept {workdir}")
+
+
 def release_main(args: argparse.Namespace) -> int:
     """``--release``: crash failover of the shipped unit with and without its release, side by side."""
     started = time.monotonic()
@@ -556,15 +572,7 @@ def release_main(args: argparse.Namespace) -> int:
                 f"(watchdog fired {hangs[-1][1]['watchdog']:.2f} s after the SIGSTOP)")
         load_after = os.getloadavg()
     finally:
-        if daemons is not None:
-            daemons.stop()
-        if client is not None:
-            client.close()
-        etcd.close()
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            log(f"kept {workdir}")
+        clean_up(daemons, client, etcd, workdir, args.keep)
 
     def figures(runs: list[tuple[Failover, dict[str, Any]]], what: str) -> list[float]:
         if what in ("handover_ms", "leaderless_ms", "first_reconcile_ms"):
@@ -732,17 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if ctl is not None:
             ctl.close()
-        if daemons is not None:
-            if daemons.go_watch is not None:
-                daemons.go_watch.close()
-            daemons.stop()
-        if client is not None:
-            client.close()
-        etcd.close()
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            log(f"kept {workdir}")
+        clean_up(daemons, client, etcd, workdir, args.keep)
 
     # -- the table --------------------------------------------------------------------------
     ttl_ms = args.ttl * 1000.0

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,11 +21,12 @@ from typing import Iterator
 import pytest
 
 from tests.system.conftest import put_inventory
-from tests.system.helpers import await_leader, await_records, leader_of, states
+from tests.system.helpers import await_leader, await_records, await_watched, leader_of, states
 from tests.system.systemd_standin import TTL, UNIT, start_units
 from worker.daemon import lease_file
-from worker.etcd import Watch, kv
+from worker.etcd import kv
 from worker.ops.audit import audit
+from worker.ops.embedded_etcd import free_port
 from worker.ops.instances import SupervisedWorker, stop_group
 from worker.ops.supervisor import ServiceSpec, parse_seconds, read_unit
 
@@ -57,18 +59,8 @@ def lease_of(client, keys, instance_id: str) -> int:
     return lease
 
 
-def await_line(client, keys, check, timeout: float = 30.0) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    with Watch(client, keys.election + "/", range_end=kv.prefix_end(keys.election + "/")) as watch:
-        watch.started.wait(5)
-        while True:
-            now = line(client, keys)
-            if check(now):
-                return now
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"the line never matched within {timeout} s: {now}")
-            watch.get(timeout=left)
+def await_line(client, keys, check, timeout: float = 30.0) -> dict[int, str]:
+    return await_watched(client, keys.election + "/", lambda: line(client, keys), check, timeout, "the line")
 
 
 def stop_post_after(worker: SupervisedWorker, t0: float):
@@ -275,3 +267,39 @@ def test_drill_kill_of_a_local_leader_measures_the_release_path(client, keys, un
     assert code == 0 and result["ok"] and result["old_leader"] == old_id, result
     # the drill revoked the dead leader's lease itself, once its pid was gone: well before the TTL
     assert result["handover_ms"] < BEFORE_EXPIRY * 1000, result
+
+
+def test_release_is_idempotent_and_bounded_by_the_timeouts(client, etcd_endpoints, tmp_path: Path) -> None:
+    """A dead process's record: revoked once; then nothing to release; a lease already gone is not
+    an error; etcd out of reach fails (exit 1) within the configured timeouts, not the TTL."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+
+    def release(endpoint: str) -> tuple[subprocess.CompletedProcess[str], float]:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[etcd]\nendpoints = ["{endpoint}"]\ndial_timeout = 0.5\nrequest_timeout = 0.5\n')
+        t0 = time.monotonic()
+        proc = subprocess.run([str(Path(sys.executable).parent / "protection-worker"), "release", "--config",
+                               str(cfg), "--json"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "RUNTIME_DIRECTORY": str(runtime)})
+        return proc, time.monotonic() - t0
+
+    def recorded(lease: int) -> None:
+        lease_file.write(lease_file.LeaseRecord(lease, "gone", dead.pid, None), runtime / lease_file.NAME)
+
+    lease = client.lease_grant(60).ID
+    recorded(lease)
+    first, _ = release(etcd_endpoints[0])
+    again, _ = release(etcd_endpoints[0])
+    assert first.returncode == 0 and json.loads(first.stdout)["outcome"] == "revoked", first
+    assert again.returncode == 0 and json.loads(again.stdout)["outcome"] == "nothing", again
+    assert client.lease_time_to_live(lease).TTL == -1  # gone
+    recorded(lease)
+    gone, _ = release(etcd_endpoints[0])
+    assert gone.returncode == 0 and json.loads(gone.stdout)["outcome"] == "gone", gone
+    recorded(client.lease_grant(60).ID)
+    unreachable, took = release(f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 1 and "expires by its TTL" in unreachable.stderr, unreachable
+    assert took < 10  # request timeouts of 0.5 s, retried a bounded number of times: not a hang

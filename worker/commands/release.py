@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from worker import config
 from worker.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, command
@@ -37,6 +37,16 @@ def release_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespa
     return _release
 
 
+def _connect(cfg: config.Config) -> Any:
+    """``config.connect`` without waiting for a ready channel: the revoke itself connects (saves
+    up to 200 ms of the failover; still bounded by the request timeout)."""
+    from worker.etcd import connect
+    e = cfg.etcd
+    return connect(e.endpoints, ca_cert=e.ca_cert, cert=e.cert, key=e.key, username=e.username,
+                   password=config.read_password(e), dial_timeout=e.dial_timeout,
+                   request_timeout=e.request_timeout, dial=False)
+
+
 def _release(args: argparse.Namespace) -> int:
     from worker.daemon import lease_file
     from worker.ops.release import release
@@ -50,7 +60,7 @@ def _release(args: argparse.Namespace) -> int:
         return fail(f"config error: {exc}", EXIT_USAGE)
     setup_logging(cfg)
     try:
-        result = release(directory / lease_file.NAME, lambda: config.connect(cfg), force=args.force,
+        result = release(directory / lease_file.NAME, lambda: _connect(cfg), force=args.force,
                          timeout=cfg.etcd.request_timeout)
     except ConfigError as exc:
         return fail(f"config error: {exc}", EXIT_USAGE)

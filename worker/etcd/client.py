@@ -74,7 +74,7 @@ class EtcdClient(MultiEndpointEtcd3Client):
         self._subscriptions: list[tuple[grpc.Channel, Callable[[Any], None]]] = []
         for label, endpoint in self.endpoints.items():
             callback = functools.partial(self._connectivity.__setitem__, label)
-            endpoint.channel.subscribe(callback, try_to_connect=True)
+            endpoint.channel.subscribe(callback, try_to_connect=False)
             self._subscriptions.append((endpoint.channel, callback))
 
     # -- auth ---------------------------------------------------------------------------------
@@ -345,8 +345,12 @@ for _name in ("put", "delete", "delete_prefix", "transaction", "lease", "revoke_
 
 def connect(endpoints: list[str] | str, *, ca_cert: str | None = None, cert: str | None = None,
             key: str | None = None, username: str | None = None, password: str | None = None,
-            dial_timeout: float = 2.0, request_timeout: float = 2.0) -> EtcdClient:
+            dial_timeout: float = 2.0, request_timeout: float = 2.0, dial: bool = True) -> EtcdClient:
     """Connect to etcd: validate TLS and auth settings, dial (bounded by ``dial_timeout``), log in.
+
+    ``dial=False`` skips waiting for a ready channel (grpc's connectivity poller notices it up to
+    200 ms late): the first request connects instead, bounded by ``request_timeout`` — for a
+    one-request command that must be quick, such as ``protection-worker release``.
 
     Raises ``ConfigError`` for settings that cannot work (before any network traffic),
     ``EtcdUnavailableError`` naming the endpoints when none answers in time, and
@@ -366,7 +370,8 @@ def connect(endpoints: list[str] | str, *, ca_cert: str | None = None, cert: str
     client = EtcdClient(built, request_timeout=request_timeout, dial_timeout=dial_timeout,
                         username=username, password=password)
     try:
-        client.dial()
+        if dial:
+            client.dial()
         client.authenticate()
     except BaseException:
         client.close()
