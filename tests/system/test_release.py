@@ -303,3 +303,13 @@ def test_release_is_idempotent_and_bounded_by_the_timeouts(client, etcd_endpoint
     unreachable, took = release(f"http://127.0.0.1:{free_port()}")
     assert unreachable.returncode == 1 and "expires by its TTL" in unreachable.stderr, unreachable
     assert took < 10  # request timeouts of 0.5 s, retried a bounded number of times: not a hang
+
+
+@pytest.mark.slow
+def test_demo_supervisor_releases_the_killed_leader() -> None:
+    proc = subprocess.run([sys.executable, "-m", "worker", "demo", "--clusters", "20"], capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    crash = proc.stdout[proc.stdout.index("crash failover"):]
+    assert "release (signal, killed KILL): released lease " in crash, proc.stdout
+    assert "release (success, exited 0): nothing to release" in proc.stdout, proc.stdout

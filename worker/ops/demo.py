@@ -118,8 +118,9 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
                 f"first reconcile {result.first_reconcile_ms:.1f} ms after the signal")
             service.wait_event("stop_post_done", after=signalled)
             post = next(run for run in service.stop_posts if run.started >= signalled)
+            said = post.output.strip().split(": ", 1)[-1].split(" [")[0].split(" in /")[0]
             out(f"            release ({post.variables['SERVICE_RESULT']}, {post.variables['EXIT_CODE']} "
-                f"{post.variables['EXIT_STATUS']}): {post.output.strip().split(': ', 1)[-1].split(' [')[0]}")
+                f"{post.variables['EXIT_STATUS']}): {said}")
             if mode == "kill":  # Restart=on-failure brings it back after RestartSec
                 service.wait_event("ready", after=signalled, timeout=20)
             else:  # a clean exit is not restarted by Restart=on-failure: start it again, as an operator would
