@@ -62,7 +62,9 @@ def audit_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
     config.add_arguments(parser)
     parser.add_argument("--since-rev", type=int, default=None, metavar="N",
                         help="first revision to check (default: the oldest etcd still retains)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--to-rev", type=int, default=None, metavar="N",
+                        help="last revision to check (default: the current one)")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     def handler(args: argparse.Namespace) -> int:
         return run_with_client(args, lambda _cfg, client, keys: _audit(args, client, keys))
@@ -74,15 +76,15 @@ def _audit(args: argparse.Namespace, client: Any, keys: Keys) -> int:
     from worker.ops.audit import AuditCompactedError, audit, oldest_auditable_revision
     try:
         since = args.since_rev if args.since_rev is not None else oldest_auditable_revision(client, keys)
-        report = audit(client, keys, since)
+        report = audit(client, keys, since, args.to_rev)
     except AuditCompactedError as err:
         return fail(f"audit: {err} (etcd no longer retains that history)", EXIT_FAILED)
 
     def human() -> None:
         print(f"revisions {report.from_revision}..{report.to_revision}: {report.checked} protection writes "
-              f"checked, {len(report.violations)} violations")
+              f"(puts and deletes) checked, {len(report.violations)} violations")
         for v in report.violations:
-            print(f"  {v.key} at revision {v.revision}: term {v.term}, leader's term {v.leader_term}")
+            print(f"  {v.describe()}")
 
     _emit(args, report.to_json(), human)
     return EXIT_FAILED if report.violations else EXIT_OK
