@@ -41,6 +41,7 @@ def drill_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
 
 def _drill(args: argparse.Namespace, client: Any, keys: Keys) -> int:
     from worker.ops.drill import run_drill
+    from worker.ops.measure import format_ms
     say = (lambda m: print(m, file=sys.stderr)) if args.json else print
     try:
         result = run_drill(client, keys, args.mode, timeout=args.timeout, use_signals=not args.revoke, say=say)
@@ -49,12 +50,17 @@ def _drill(args: argparse.Namespace, client: Any, keys: Keys) -> int:
 
     def human() -> None:
         print(f"{result['mode']}: {result['old_leader']} -> {result['new_leader']}: handover "
-              f"{result['handover_ms']:.1f} ms, leading after {result['leaderless_ms']:.1f} ms, first reconcile "
-              f"after {result['first_reconcile_ms']:.1f} ms; stale writes: {result['stale_writes']}; "
+              f"{format_ms(result['handover_ms'])}, leading after {format_ms(result['leaderless_ms'])}, first reconcile "
+              f"after {format_ms(result['first_reconcile_ms'])}; stale writes: {result['stale_writes']}; "
               f"{'OK' if result['ok'] else 'FAILED'}")
+        for v in result.get("violations", []):
+            print(f"  {v['kind']}: {v['op']} {v['key']} at revision {v['revision']}")
 
     _emit(args, result, human)
+    if result["problem"]:
+        return fail(f"drill: {result['problem']}", EXIT_FAILED)
     return EXIT_OK if result["ok"] else EXIT_FAILED
+
 
 
 @command("audit", "check etcd's history: every protection write was made by the leader of its revision")
