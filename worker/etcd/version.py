@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+
 import structlog
 from pyetcd import etcdrpc
 
 from worker.etcd.errors import EtcdError
-
-log = structlog.get_logger("worker.etcd")
 
 #: release -> why it is known bad
 KNOWN_BAD = {v: "data inconsistency after a crash (fixed in 3.5.3)" for v in ("3.5.0", "3.5.1", "3.5.2")}
@@ -32,13 +32,24 @@ def read_server_version(client: Any) -> str | None:
         response = client._send("status", lambda: client.maintenancestub.Status(
             etcdrpc.StatusRequest(), client.timeout, metadata=client.metadata), idempotent=True)
     except EtcdError as err:
-        log.warning("etcd_server_version_unknown", error=str(err), endpoint=client.endpoint_url)
+        _log("warning", "etcd_server_version_unknown", error=str(err), endpoint=client.endpoint_url)
         return None
     version = str(response.version)
     why = known_bad(version)
     if why:
-        log.warning("etcd_server_known_bad", version=version, endpoint=client.endpoint_url, problem=why,
-                    advice="upgrade etcd to 3.5.3 or later")
+        _log("warning", "etcd_server_known_bad", version=version, endpoint=client.endpoint_url, problem=why,
+             advice="upgrade etcd to 3.5.3 or later")
     else:
-        log.info("etcd_server", version=version, endpoint=client.endpoint_url)
+        _log("info", "etcd_server", version=version, endpoint=client.endpoint_url)
     return version
+
+
+def _log(level: str, event: str, **fields: Any) -> None:
+    """Through structlog when the program configured it (the daemon, the CLI: JSON on stderr);
+    otherwise through the stdlib (a library user's own logging, or warnings on stderr), never
+    structlog's unconfigured default, which prints on stdout."""
+    if structlog.is_configured():
+        getattr(structlog.get_logger(logger_name="worker.etcd"), level)(event, **fields)
+    else:
+        getattr(logging.getLogger("worker.etcd"), level)(
+            "%s %s", event, " ".join(f"{key}={value}" for key, value in fields.items()))
