@@ -8,20 +8,11 @@ import json
 import pytest
 
 from tests.protection.helpers import cluster, dr, put
-from worker.cli import main
+from tests.system.helpers import run_cli
 from worker.control import set_paused
 from worker.etcd import kv
 from worker.ops.audit import audit
 from worker.protection.reconcile import full_pass
-
-
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _inventory(client, keys, count: int = 4) -> None:
@@ -37,7 +28,7 @@ def _forge(client, keys, ops, stamp: str | None) -> int:
 
 
 def _audit_cli(capsys, endpoints, keys, since: int, to: int) -> tuple[int, dict]:
-    code, out, err = _cli(capsys, "audit", "--since-rev", str(since), "--to-rev", str(to), "--json",
+    code, out, err = run_cli(capsys, "audit", "--since-rev", str(since), "--to-rev", str(to), "--json",
                           "--endpoints", ",".join(endpoints), "--namespace", keys.namespace)
     assert err.count("\n") <= 2, err   # no traceback
     return code, json.loads(out)

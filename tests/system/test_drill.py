@@ -7,8 +7,7 @@ import json
 import socket
 
 from tests.system.conftest import put_inventory
-from tests.system.helpers import await_records, leader_of, states
-from worker.cli import main
+from tests.system.helpers import await_records, leader_of, run_cli, states
 from worker.concurrency import candidates
 from worker.daemon.identity import parse_identity
 
@@ -37,12 +36,8 @@ def test_drill_with_an_unreachable_new_leader_reports_null_and_exits_1(client, k
     _, line = candidates(client, keys.election)
     dead = f"127.0.0.1:{_closed_port()}"
     _proclaim(client, keys, line[1], dead)
-    try:
-        code = main(["drill", "--mode", "resign", "--json", "--endpoints", ",".join(etcd_endpoints),
-                     "--namespace", keys.namespace])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(capsys, "drill", "--mode", "resign", "--json", "--endpoints", ",".join(etcd_endpoints),
+                             "--namespace", keys.namespace)
     result = json.loads(out)
     print(out, err)   # the note quotes it
     assert code == 1

@@ -7,19 +7,12 @@ import json
 import pytest
 
 from tests.system.conftest import put_inventory
-from tests.system.helpers import await_records, leader_of, states
-from worker.cli import main
+from tests.system.helpers import await_records, leader_of, run_cli, states
 
 TTL = 3
 
 
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_cli = run_cli
 
 
 def _flags(endpoints, keys):
