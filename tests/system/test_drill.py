@@ -50,3 +50,25 @@ def test_drill_with_an_unreachable_new_leader_reports_null_and_exits_1(client, k
     assert dead in result["unmeasured"]["first_reconcile_ms"]
     [last] = [line for line in err.splitlines() if line.startswith("protection-worker:")]
     assert last.startswith("protection-worker: drill: first_reconcile_ms not measured") and dead in last
+
+
+def test_drill_measures_from_etcd_what_etcd_shows_when_http_is_unreachable(client, keys, etcd_endpoints, spawn,
+                                                                           capsys):
+    expected = put_inventory(client, keys)
+    spawn(2, etcd_endpoints, keys.namespace, ttl=TTL)
+    await_records(client, keys, lambda cur: states(cur) == expected)
+    # a record the leader will only correct on its next full pass (its watches follow the inputs;
+    # the full pass comes every 30 s): the new leader's first pass must write it, under its stamp
+    record = json.loads(client.get(keys.protection_key("c-0"))[0]) | {"state": "protected"}
+    client.put(keys.protection_key("c-0"), json.dumps(record))
+    _, line = candidates(client, keys.election)
+    _proclaim(client, keys, line[1], f"127.0.0.1:{_closed_port()}")
+    code, out, err = run_cli(capsys, "drill", "--mode", "resign", "--json", "--endpoints", ",".join(etcd_endpoints),
+                             "--namespace", keys.namespace)
+    result = json.loads(out)
+    print(out, err)
+    assert code == 0, err
+    assert result["ok"] is True and result["unmeasured"] == {}
+    assert result["sources"] == {"handover_ms": "etcd", "leaderless_ms": "etcd", "first_reconcile_ms": "etcd"}
+    assert result["handover_ms"] < result["leaderless_ms"] < result["first_reconcile_ms"]
+    assert json.loads(client.get(keys.protection_key("c-0"))[0])["state"] == expected["c-0"]
