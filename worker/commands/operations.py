@@ -50,8 +50,8 @@ def _drill(args: argparse.Namespace, client: Any, keys: Keys) -> int:
 
     def human() -> None:
         print(f"{result['mode']}: {result['old_leader']} -> {result['new_leader']}: handover "
-              f"{format_ms(result['handover_ms'])}, leading after {format_ms(result['leaderless_ms'])}, first reconcile "
-              f"after {format_ms(result['first_reconcile_ms'])}; stale writes: {result['stale_writes']}; "
+              f"{format_ms(result['handover_ms'])}, leading {format_ms(result['leaderless_ms'])}, first reconcile "
+              f"{format_ms(result['first_reconcile_ms'])} after the fault; stale writes: {result['stale_writes']}; "
               f"{'OK' if result['ok'] else 'FAILED'}")
         for v in result.get("violations", []):
             print(f"  {v['kind']}: {v['op']} {v['key']} at revision {v['revision']}")
