@@ -71,10 +71,12 @@ def run_drill(client: EtcdClient, keys: Keys, mode: str, *, timeout: float = 60.
     def fault() -> None:
         if mode == "resign":
             request_switchover(client, keys, to=None, from_term=term, expires_in=timeout)
-        elif pid is not None:
-            os.kill(pid, signal.SIGKILL if mode == "kill" else signal.SIGSTOP)
-        else:
+        elif pid is None:
             client.lease_revoke(leader_kv.lease)
+        elif mode == "kill":
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGSTOP)
 
     how = ("switchover key" if mode == "resign" else
            f"{'SIGKILL' if mode == 'kill' else 'SIGSTOP'} to pid {pid}" if pid is not None else
