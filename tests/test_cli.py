@@ -72,3 +72,9 @@ def test_an_expected_error_escaping_a_command_is_one_line_not_a_traceback(etcd_e
     assert "Traceback" not in proc.stderr
     [line] = [line for line in proc.stderr.splitlines() if line.startswith("protection-worker:")]
     assert "Address already in use" in line and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_audit_refuses_a_revision_below_1():
+    proc = _run("audit", "--since-rev", "0", "--endpoints", "http://127.0.0.1:9")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["protection-worker: audit: --since-rev must be a revision >= 1, got 0"]

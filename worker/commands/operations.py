@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from worker import config
 from worker.cli import EXIT_FAILED, EXIT_OK, command
-from worker.commands.common import fail, run_with_client
+from worker.commands.common import UsageError, fail, run_with_client
 from worker.errors import WorkerError
 from worker.protection.keys import Keys
 
@@ -51,7 +51,7 @@ def _drill(args: argparse.Namespace, client: Any, keys: Keys) -> int:
     def human() -> None:
         print(f"{result['mode']}: {result['old_leader']} -> {result['new_leader']}: handover "
               f"{format_ms(result['handover_ms'])}, leading {format_ms(result['leaderless_ms'])}, first reconcile "
-              f"{format_ms(result['first_reconcile_ms'])} after the fault; stale writes: {result['stale_writes']}; "
+              f"{format_ms(result['first_reconcile_ms'])} (from the fault); stale writes: {result['stale_writes']}; "
               f"{'OK' if result['ok'] else 'FAILED'}")
         for v in result.get("violations", []):
             print(f"  {v['kind']}: {v['op']} {v['key']} at revision {v['revision']}")
@@ -73,7 +73,12 @@ def audit_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     def handler(args: argparse.Namespace) -> int:
-        return run_with_client(args, lambda _cfg, client, keys: _audit(args, client, keys))
+        def check() -> None:
+            for flag, value in (("--since-rev", args.since_rev), ("--to-rev", args.to_rev)):
+                if value is not None and value < 1:
+                    raise UsageError(f"audit: {flag} must be a revision >= 1, got {value}")
+
+        return run_with_client(args, lambda _cfg, client, keys: _audit(args, client, keys), check=check)
 
     return handler
 
