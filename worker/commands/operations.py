@@ -142,13 +142,13 @@ def switchover_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Name
 
 
 def _switchover(args: argparse.Namespace, client: Any, keys: Keys) -> int:
+    from worker.concurrency import leader
     from worker.control import clear_switchover, request_switchover
     from worker.daemon.candidate import find_candidate
-    from worker.ops.measure import current_leader
-    leader = current_leader(client, keys)
-    if leader is None:
+    now = leader(client, keys.election)
+    if now is None:
         return fail("switchover: no leader", EXIT_FAILED)
-    old_id, term = leader[0]["instance_id"], leader[1].create_revision
+    old_id, term = now.instance_id, now.term
     if args.to is not None:
         if args.to == old_id:
             return fail(f"switchover: {args.to} already leads", 2)
@@ -158,10 +158,9 @@ def _switchover(args: argparse.Namespace, client: Any, keys: Keys) -> int:
     deadline = time.monotonic() + args.timeout
     try:
         while time.monotonic() < deadline:
-            now = current_leader(client, keys)
-            if now is not None and now[1].create_revision != term and \
-                    (args.to is None or now[0]["instance_id"] == args.to):
-                print(f"switchover: {old_id} -> {now[0]['instance_id']} (term {now[1].create_revision})")
+            now = leader(client, keys.election)
+            if now is not None and now.term != term and (args.to is None or now.instance_id == args.to):
+                print(f"switchover: {old_id} -> {now.instance_id} (term {now.term})")
                 return EXIT_OK
             time.sleep(0.05)
     finally:

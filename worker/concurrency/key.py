@@ -25,12 +25,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyetcd.events import DeleteEvent
 
 from worker.concurrency.errors import SessionExpiredError, WaitCancelledError, WaitTimeoutError
 from worker.etcd import kv
 from worker.etcd.errors import CompactedError, EtcdTimeoutError, EtcdUnavailableError
-from worker.etcd.watch import Watch
+from worker.etcd.watch import DeleteEvent, Watch
 
 if TYPE_CHECKING:
     from worker.concurrency.session import Session

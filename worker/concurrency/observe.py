@@ -18,11 +18,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
-from pyetcd.events import DeleteEvent, PutEvent
 
 from worker.etcd import kv
 from worker.etcd.errors import CompactedError, EtcdClosedError, EtcdTimeoutError, EtcdUnavailableError
-from worker.etcd.watch import Watch
+from worker.etcd.watch import DeleteEvent, PutEvent, Watch
 
 if TYPE_CHECKING:
     from worker.etcd.client import EtcdClient
