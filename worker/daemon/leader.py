@@ -10,6 +10,7 @@ that wakes from SIGSTOP after its lease expired cannot write.
 Pause: the controls are read afresh when the term starts (never a copy from an earlier term) and
 after every failed etcd request; while paused, passes plan only. A write refused by the pause
 alone (``PausedError``) does not end the term. On resume a full pass catches up.
+While paused, the passes are dry runs (they plan, so ``/status`` and the gauges stay true).
 
 Changes never wait behind a full pass: the pass's progress callback (after each page read and
 each write transaction) drains the queue and reconciles the changed ids incrementally, with the
@@ -121,10 +122,8 @@ class LeaderTerm:
                 ctx.beat()
                 timeout = max(0.0, min(last_full + ctx.interval() - time.monotonic(), TICK))
                 changed = self._wait(timeout)
-                if changed and not self.state.paused:
+                if changed:  # while paused: a dry run (plans, so /status stays true; writes nothing)
                     self._pass(fence, changed)
-                elif changed:
-                    self._pending |= changed
                 if self._rewatch or time.monotonic() >= last_full + ctx.interval():
                     result = self._full(fence)
                     last_full = time.monotonic()
@@ -194,10 +193,8 @@ class LeaderTerm:
             self._in_full = False
         again = self._interleaved | self._pending
         self._interleaved, self._pending = set(), set()
-        if again and not self.state.paused:
+        if again:
             self._pass(fence, again)
-        elif again:
-            self._pending = again
         return result
 
     def _pass(self, fence: Fence, ids: set[str] | None) -> PassResult:
@@ -256,9 +253,6 @@ class LeaderTerm:
         if not (self._in_full and changed):
             self._pending |= changed
             return
-        if self.state.paused:
-            self._pending |= changed
-            return
         self._nested = True
         try:
             self._pass(self.fence, changed)
@@ -286,9 +280,7 @@ class LeaderTerm:
     # -- events -------------------------------------------------------------------------------
     def _wait(self, timeout: float) -> set[str]:
         """Gather changed ids (debounced) or act on an event; returns the ids to reconcile."""
-        changed: set[str] = set()
-        if not self.state.paused:
-            changed, self._pending = self._pending, set()
+        changed, self._pending = self._pending, set()
         deadline = time.monotonic() + DEBOUNCE if changed else None
         while True:
             left = timeout if deadline is None else deadline - time.monotonic()

@@ -141,7 +141,10 @@ class BatchWriter:
             self.failure_ops = [etcdrpc.RequestOp(request_txn=kv.txn_request(self.lead_compares))]
         if fence.stamp_key is not None:
             self.extra_ops.append(kv.op_put(fence.stamp_key, fence.stamp_value))
-        self.batch_size = max_ops - 1 - len(self.extra_ops)
+        # etcd checks a nested txn against what the outer one leaves (max_ops minus the outer's
+        # largest list): each change's txn needs 1, the failure branch's txn its leadership compares
+        reserve = max(1, len(self.lead_compares)) if self.failure_ops else 1
+        self.batch_size = max_ops - reserve - len(self.extra_ops)
         if self.batch_size < 1 or len(self.fence_compares) > self.batch_size:
             raise ValueError(f"max_ops {max_ops} leaves no room for changes")
         self.on_outcome = on_outcome
