@@ -1,6 +1,8 @@
 """Leadership ends on the lease's clock: a leader cut off from etcd by a partition (a proxy that
 stops passing bytes and closes nothing) stops answering ``/leader`` 200 before its successor can
-start, even while idle. Both instances' ``/leader`` are polled every 20 ms, over several runs."""
+start, whether its loop is idle or busy (odd runs wedge its main loop over the cut, as a long
+pass would: ``/leader`` must not wait for the loop). Both instances' ``/leader`` are polled every
+20 ms, over several runs."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import uuid
 import pytest
 
 from tests.daemon.inprocess import config, start, wait_for
+from worker.daemon.events import Wedge
 from worker.ops.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -44,10 +47,14 @@ def test_no_two_instances_answer_leader_200_at_once_across_a_partition(run, etcd
             for p in pollers:
                 p.start()
             time.sleep(0.2 + 0.3 * run)  # vary where in the keepalive cycle the cut falls
+            release = threading.Event()
+            if run % 2:
+                old.daemon.post(Wedge(release))  # the old leader's loop is busy over the cut
             proxy.stall()
             cut = time.monotonic()
             wait_for(new.leads, timeout=TTL + 8, what="takeover")
             time.sleep(0.5)  # keep polling both after the takeover
+            release.set()
             stop.set()
             for p in pollers:
                 p.join(2)
@@ -62,6 +69,8 @@ def test_no_two_instances_answer_leader_200_at_once_across_a_partition(run, etcd
             assert late == [], f"two instances answered /leader 200 at once: {late[:3]}"
             proxy.heal()
         finally:
+            if run % 2:
+                release.set()
             old.stop()
             if new is not None:
                 new.stop()
