@@ -14,7 +14,8 @@ from tests.daemon.inprocess import (burst, config, converged, populate, protecti
                                     writes_while_paused)
 from worker.concurrency import Mutex, Session
 from worker.control import set_paused
-from worker.etcd import kv
+from worker.daemon.events import Wedge
+from worker.etcd import Watch, kv
 from worker.ops.faultproxy import FaultProxy
 from worker.protection.keys import Keys
 
@@ -91,13 +92,32 @@ def test_a_burst_of_5000_changes_then_pause_writes_nothing_after_the_pause(clien
     one = daemons(keys.namespace, ttl=5, request_timeout=1.5)
     wait_for(lambda: converged(client, keys, 5000), timeout=30, what="first pass")
     from_rev = client.current_revision()
+    # the whole burst reaches the leader at once (its loop held meanwhile), so the pause lands
+    # while the pass over it is writing: the first write of that pass triggers the pause
+    release = threading.Event()
+    one.daemon.post(Wedge(release))
     burst(client, keys, ids, salt=1)
-    set_paused(client, keys, True, by="test")
+    paused = threading.Event()
+
+    def pause_on_first_write() -> None:
+        w = Watch(client, keys.protection, range_end=kv.prefix_end(keys.protection), start_revision=from_rev)
+        try:
+            if w.get(timeout=20) is not None:
+                set_paused(client, keys, True, by="test")
+        finally:
+            w.close()
+            paused.set()
+
+    threading.Thread(target=pause_on_first_write, daemon=True).start()
+    release.set()
+    assert paused.wait(30)
     wait_for(lambda: one.daemon.state.paused, what="paused seen")
     checked, bad = writes_while_paused(client, keys, from_rev)
     print(f"burst: {checked} protection writes before the pause, {len(bad)} after")
+    assert 0 < checked < 5000, "the pause did not land mid-pass"
     assert bad == []
     assert one.leads(), "a pause must not end the term"
+    assert one.metric("fenced_writes_total") > 0  # the refused batch counted, per change
 
 
 def test_fence_loss_mid_pass_counts_landed_and_refused_writes_exactly(client, keys, daemons):
