@@ -217,3 +217,41 @@ def test_state_gauges_follow_incremental_passes(client, keys, daemons):
     client.put(keys.cluster(ids[1]), "not json")
     wait_for(lambda: one.metric("invalid_inputs") == 1, what="invalid gauge follows")
     assert one.metric("writes_total", op="update") >= len(sited)
+
+
+@pytest.mark.slow
+def test_changes_are_reconciled_between_the_pages_of_a_full_pass(client, keys, daemons):
+    import json
+    ids = populate(client, keys, 20_000)
+    one = daemons(keys.namespace, ttl=5, request_timeout=1.5)
+    wait_for(lambda: converged(client, keys, 20_000), timeout=40, what="first pass")
+    set_paused(client, keys, True, by="test")
+    wait_for(lambda: one.daemon.state.paused, what="paused")
+    burst(client, keys, ids, salt=1)  # every record to update: the catch-up pass writes a lot
+    burst_rev = client.current_revision()
+    wait_for(lambda: (one.daemon.state.last_pass or {}).get("revision", 0) >= burst_rev, timeout=30,
+             what="the burst planned while paused")
+    last = ids[-1]  # in the full pass's last page
+    from_rev = client.current_revision()
+    changed = threading.Event()
+
+    def change_at_first_write() -> None:
+        w = Watch(client, keys.protection, range_end=kv.prefix_end(keys.protection), start_revision=from_rev)
+        try:
+            if w.get(timeout=30) is not None:
+                client.put(keys.dr_key(last), json.dumps({"replication": "in_sync"}))
+        finally:
+            w.close()
+            changed.set()
+
+    threading.Thread(target=change_at_first_write, daemon=True).start()
+    set_paused(client, keys, False, by="test")  # resume: a full pass catches up
+    assert changed.wait(30)
+    wait_for(lambda: json.loads(client.get(keys.protection_key(last))[0])["state"] == "protected",
+             timeout=30, what="the change reconciled")
+    wait_for(lambda: one.daemon.state.last_pass and one.daemon.state.last_pass["revision"] > from_rev,
+             timeout=30, what="the catch-up pass done")
+    records = client.range(kv.range_request(keys.protection, prefix=True)).kvs
+    mine = next(r for r in records if r.key.decode().endswith("/" + last))
+    latest_other = max(r.mod_revision for r in records if r is not mine)
+    assert mine.mod_revision < latest_other, "the change waited for the full pass to end"
