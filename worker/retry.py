@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import tenacity
 
-from worker.etcd.errors import EtcdAuthError, EtcdError
+# worker.etcd's errors are imported where used: worker.concurrency (below worker.etcd's users,
+# above its errors) takes its backoff from here too
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class RetryPolicy:
 
     def wait(self, attempt: int, error: BaseException | None = None) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        from worker.etcd.errors import EtcdAuthError
         if isinstance(error, EtcdAuthError):
             return self.refused
         state = tenacity.RetryCallState(None, None, (), {})
@@ -43,6 +45,8 @@ class RetryPolicy:
         """call runs ``fn`` until it returns, retrying on ``EtcdError`` until ``stop`` is set (then
         the last error is raised). ``sleep`` does the waiting (the daemon's sleep beats the
         watchdog and ends early on a stop); ``on_retry(error, attempt)`` is told before each wait."""
+        from worker.etcd.errors import EtcdError
+
         def before_sleep(state: tenacity.RetryCallState) -> None:
             if on_retry is not None and state.outcome is not None:
                 on_retry(state.outcome.exception(), state.attempt_number)

@@ -30,6 +30,8 @@ class Pings:
         self.sock.bind(self.path)
         self.sock.settimeout(0.1)
         self.times: list[float] = []
+        #: every datagram: (arrival time, text)
+        self.messages: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -42,8 +44,10 @@ class Pings:
                 continue
             except OSError:
                 return
+            now = time.monotonic()
+            self.messages.append((now, data.decode()))
             if b"WATCHDOG=1" in data:
-                self.times.append(time.monotonic())
+                self.times.append(now)
 
     def notifier(self) -> Notifier:
         return Notifier(env={"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": str(int(WATCHDOG_SEC * 1e6))})

@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from tests.daemon.inprocess import config, start, wait_for
+from tests.daemon.test_liveness import Pings
 from worker.daemon.events import Wedge
 from worker.ops.faultproxy import FaultProxy
 
@@ -34,7 +35,8 @@ def _poll(running, name: str, answers: list, stop: threading.Event) -> None:
 def test_no_two_instances_answer_leader_200_at_once_across_a_partition(run, etcd_endpoints):
     namespace = f"/t/leader-clock-{uuid.uuid4().hex[:8]}"
     with FaultProxy.to(etcd_endpoints[0]) as proxy:
-        old = start(config([proxy.endpoint], namespace, ttl=TTL, request_timeout=1.0))
+        notify = Pings()
+        old = start(config([proxy.endpoint], namespace, ttl=TTL, request_timeout=1.0), notifier=notify.notifier())
         new = None
         try:
             wait_for(old.leads, what="the proxied instance leads")
@@ -67,6 +69,10 @@ def test_no_two_instances_answer_leader_200_at_once_across_a_partition(run, etcd
             print(f"run {run}: old's last 200 {last_old - cut:.2f} s after the cut, new's first 200 "
                   f"{first_new - cut:.2f} s; {len(answers)} answers")
             assert late == [], f"two instances answered /leader 200 at once: {late[:3]}"
+            # systemd's STATUS of the old leader stopped saying "leader" before the new one led
+            statuses = [(t, m) for t, m in notify.messages if m.startswith("STATUS=")]
+            gave_up = [t for t, m in statuses if t >= cut and not m.startswith("STATUS=leader")]
+            assert gave_up and gave_up[0] < first_new, statuses[-3:]
             proxy.heal()
         finally:
             if run % 2:
@@ -74,3 +80,4 @@ def test_no_two_instances_answer_leader_200_at_once_across_a_partition(run, etcd
             old.stop()
             if new is not None:
                 new.stop()
+            notify.close()

@@ -75,6 +75,10 @@ class Core:
         elif s.blocked is None and was_blocked is not None:
             log.info("permission_restored", was=was_blocked)
 
+    def refresh_status(self) -> None:
+        """Send STATUS again (any thread): the lease-deadline timer calls it the moment leading ends."""
+        self.notifier.status(self.status_line())
+
     def status_line(self, why: str | None = None) -> str:
         """systemd's STATUS: the role (as /status shows it), the term, paused, blocked."""
         s = self.state
@@ -84,8 +88,12 @@ class Core:
             return f"connecting: {s.last_error or why or 'etcd'}"
         if s.role == STOPPING:
             return "stopping"
-        if s.role == LEADER:
-            text = f"leader: term {s.term}" if s.leading() else f"elected: term {s.term}, taking the reconcile lock"
+        if s.role == LEADER and s.leading():
+            text = f"leader: term {s.term}"
+        elif s.role == LEADER and s.holds_lock:
+            text = f"stepping down: term {s.term}, lease not certainly alive"
+        elif s.role == LEADER:
+            text = f"elected: term {s.term}, taking the reconcile lock"
         else:
             text = f"{FOLLOWER}: campaigning" + (f" ({why})" if why else "")
         return text + (", paused" if s.paused else "")

@@ -111,7 +111,7 @@ class LeaderTerm:
             self.fence = fence
             self.state.margin = ctx.margin
             self.state.lease_deadline = lambda: 0.0 if session.done.is_set() else session.deadline
-            self.timer = DeadlineTimer(session, ctx.margin, ctx.events.put, self.candidacy.generation)
+            self.timer = DeadlineTimer(session, ctx.margin, self._deadline_passed, self.candidacy.generation)
             ctx.core.transition(holds_lock=True)
             self._read_controls()  # afresh: never a copy from before this term
             result = self._pass(fence, None)
@@ -144,6 +144,12 @@ class LeaderTerm:
             else:
                 self._unlock()
             self.watches.stop()
+
+    def _deadline_passed(self, event: Event) -> None:
+        """The timer's thread: STATUS follows at once (/leader and is_leader compute it), the term
+        ends when the loop takes the event."""
+        self.ctx.events.put(event)
+        self.ctx.core.refresh_status()
 
     def _lock(self) -> None:
         try:
