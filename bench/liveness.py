@@ -60,7 +60,7 @@ def paused_writes(endpoints: list[str]) -> None:
     try:
         wait_for(lambda: converged(client, keys, 5000), timeout=60, what="first pass")
         # 1. a 5,000-change burst, the pause landing at the first write of the pass over it
-        from_rev = client.current_revision()
+        from_rev = client.current_revision() + 1
         release, paused = threading.Event(), threading.Event()
         one.daemon.post(Wedge(release))
         burst(client, keys, ids, salt=1)
