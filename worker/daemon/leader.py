@@ -29,16 +29,14 @@ from typing import Any, Callable
 
 import structlog
 
-from worker.concurrency import Mutex
-from worker.concurrency.errors import SessionExpiredError, WaitCancelledError
 from worker.control import Controls, clear_switchover, read_controls
 from worker.daemon.candidate import Candidacy
 from worker.daemon.core import Core
 from worker.daemon.events import (ControlsChanged, Elected, Event, InputsChanged, KeyDeleted, LeaderSeen,
                                   LeaseDeadline, LeaseLost, Queued, Reload, Stop, WatchFailed, Wedge)
 from worker.daemon.pass_book import PassBook
+from worker.daemon.term_lock import ReconcileLock
 from worker.daemon.term_threads import DeadlineTimer, TermWatches
-from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError, PermissionDeniedError
 from worker.protection.keys import Keys
@@ -87,7 +85,7 @@ class LeaderTerm:
         self.candidacy = candidacy
         self.term = candidacy.term
         self.state = ctx.core.state
-        self.mutex = Mutex(candidacy.session, ctx.keys.lock)
+        self.lock = ReconcileLock(candidacy.session, ctx.keys.lock, candidacy.key, self.term)
         self.book = PassBook(ctx.core.metrics, self.state, ctx.keys, self.term)
         self.watches = TermWatches(ctx.client, ctx.keys, candidacy.key, self.term, ctx.events, candidacy.generation)
         self.timer: DeadlineTimer | None = None
@@ -104,9 +102,11 @@ class LeaderTerm:
         """Lead until a reason to stop; returns the reason. Never leaves the Mutex behind."""
         ctx, session = self.ctx, self.candidacy.session
         try:
-            self._lock()
+            why = self.lock.take(cancel=ctx.stop)
+            if why is not None:
+                raise StepDown(why)
             fence = leader_fence(ctx.keys, term=self.term, election_key=self.candidacy.key,
-                                 owner=self.mutex.is_owner(), lease=session.lease,
+                                 owner=self.lock.is_owner(), lease=session.lease,
                                  instance_id=self.state.instance_id, guard=self._guard)
             self.fence = fence
             self.state.margin = ctx.margin
@@ -134,15 +134,11 @@ class LeaderTerm:
         except StepDown as why:
             return str(why.args[0])
         finally:
-            self.state.lease_deadline = None
-            ctx.core.transition(holds_lock=False)
+            self.state.lease_deadline = None  # leading() is false from here; the daemon's transition follows
             if self.timer is not None:
                 self.timer.close()
             # release first, tidy up after: the next leader waits on these keys, not on our threads
-            if ctx.stop.is_set():
-                self._hand_over()
-            else:
-                self._unlock()
+            self.lock.release(hand_over=ctx.stop.is_set())
             self.watches.stop()
 
     def _deadline_passed(self, event: Event) -> None:
@@ -150,35 +146,6 @@ class LeaderTerm:
         ends when the loop takes the event."""
         self.ctx.events.put(event)
         self.ctx.core.refresh_status()
-
-    def _lock(self) -> None:
-        try:
-            self.mutex.lock(cancel=self.ctx.stop)
-        except WaitCancelledError:
-            raise StepDown("stopping") from None
-        except SessionExpiredError:
-            raise StepDown("lease lost while waiting for the reconcile lock") from None
-        except EtcdError as err:
-            raise StepDown(f"could not take the reconcile lock: {err}") from err
-
-    def _hand_over(self) -> None:
-        """Graceful exit: delete the Mutex key and our election key in ONE transaction, so the
-        next candidate's wait ends after a single round trip (its Mutex is then free at once)."""
-        if not self.mutex.key or self.mutex.key == "\x00":
-            return
-        try:
-            self.ctx.client.txn(kv.txn_request(
-                [kv.cmp_create(self.candidacy.key, "=", self.term)],
-                [kv.op_delete(self.mutex.key), kv.op_delete(self.candidacy.key)],
-                [kv.op_delete(self.mutex.key)]))
-        except EtcdError:
-            self._unlock()  # the lease revoke that follows removes the keys anyway
-
-    def _unlock(self) -> None:
-        try:
-            self.mutex.unlock()
-        except Exception:  # noqa: BLE001 - released already, or the lease removes the key
-            pass
 
     def _guard(self) -> None:
         """Checked before every write: stop unless the lease is certainly alive for one more request."""

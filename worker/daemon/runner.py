@@ -282,7 +282,8 @@ class Daemon:
             reason = self.term.run()
         finally:
             self.term = None
-            self.core.transition(role=STOPPING if self.stop.is_set() else FOLLOWER, term=None, why=reason)
+            self.core.transition(role=STOPPING if self.stop.is_set() else FOLLOWER, term=None, holds_lock=False,
+                                 why=reason)
         if self.stop.is_set():
             return
         # campaign again from the back of the line with a fresh session (the old key may be gone)
