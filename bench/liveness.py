@@ -21,11 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.daemon.inprocess import burst, config, converged, populate, start, wait_for, writes_while_paused  # noqa: E402
+from tests.daemon.inprocess import (burst, config, converged, on_first_write, populate, start,  # noqa: E402
+                                    wait_for, writes_while_paused)
 from tests.daemon.test_liveness import WATCHDOG_SEC, Pings  # noqa: E402
 from worker.control import set_paused  # noqa: E402
 from worker.daemon.events import Wedge  # noqa: E402
-from worker.etcd import Watch, connect, kv  # noqa: E402
+from worker.etcd import connect  # noqa: E402
 from worker.ops.embedded_etcd import EtcdCluster  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
 
@@ -61,20 +62,10 @@ def paused_writes(endpoints: list[str]) -> None:
         wait_for(lambda: converged(client, keys, 5000), timeout=60, what="first pass")
         # 1. a 5,000-change burst, the pause landing at the first write of the pass over it
         from_rev = client.current_revision() + 1
-        release, paused = threading.Event(), threading.Event()
+        release = threading.Event()
         one.daemon.post(Wedge(release))
         burst(client, keys, ids, salt=1)
-
-        def pause_on_first_write() -> None:
-            w = Watch(client, keys.protection, range_end=kv.prefix_end(keys.protection), start_revision=from_rev)
-            try:
-                w.get(timeout=30)
-                set_paused(client, keys, True, by="bench")
-            finally:
-                w.close()
-                paused.set()
-
-        threading.Thread(target=pause_on_first_write, daemon=True).start()
+        paused = on_first_write(client, keys, from_rev, lambda: set_paused(client, keys, True, by="bench"))
         release.set()
         paused.wait(60)
         wait_for(lambda: one.daemon.state.paused, what="paused")

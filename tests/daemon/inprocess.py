@@ -158,3 +158,21 @@ def writes_while_paused(client: Any, keys: Keys, from_revision: int) -> tuple[in
         client.delete(sentinel)
     return checked, bad
 
+
+
+def on_first_write(client: Any, keys: Keys, from_revision: int, action: Callable[[], Any]) -> threading.Event:
+    """Run ``action`` as soon as the first protection write at or after ``from_revision`` lands
+    (from a watch thread, so it lands mid-pass); the returned event is set once it ran."""
+    done = threading.Event()
+
+    def run() -> None:
+        w = Watch(client, keys.protection, range_end=kv.prefix_end(keys.protection), start_revision=from_revision)
+        try:
+            if w.get(timeout=30) is not None:
+                action()
+        finally:
+            w.close()
+            done.set()
+
+    threading.Thread(target=run, name="on-first-write", daemon=True).start()
+    return done
