@@ -95,6 +95,13 @@ def _by() -> str:
         return socket.gethostname()
 
 
+def _leader_text(client: Any, keys: Keys) -> str:
+    """Who leads now, for the pause/resume message (the pause binds any leader, present or next)."""
+    from worker.concurrency import leader
+    now = leader(client, keys.election)
+    return "the leader" if now is None else f"the leader ({now.instance_id}, term {now.term})"
+
+
 @command("pause", "maintenance mode: the leader keeps leading but writes nothing until resumed")
 def pause_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     config.add_arguments(parser)
@@ -104,7 +111,7 @@ def pause_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
 
         def body(_cfg: Any, client: Any, keys: Keys) -> int:
             set_paused(client, keys, True, _by())
-            print("paused: the leader writes nothing until 'protection-worker resume'")
+            print(f"paused: {_leader_text(client, keys)} writes nothing until 'protection-worker resume'")
             return EXIT_OK
 
         return run_with_client(args, body)
@@ -121,7 +128,7 @@ def resume_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespac
 
         def body(_cfg: Any, client: Any, keys: Keys) -> int:
             set_paused(client, keys, False, _by())
-            print("resumed: the leader reconciles again")
+            print(f"resumed: {_leader_text(client, keys)} reconciles again")
             return EXIT_OK
 
         return run_with_client(args, body)
