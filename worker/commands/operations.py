@@ -108,6 +108,13 @@ def _by() -> str:
         return socket.gethostname()
 
 
+def _leader_text(client: Any, keys: Keys) -> str:
+    """Who leads now, for the pause/resume message (the pause binds any leader, present or next)."""
+    from worker.concurrency import leader
+    now = leader(client, keys.election)
+    return "the leader" if now is None else f"the leader ({now.instance_id}, term {now.term})"
+
+
 @command("pause", "maintenance mode: the leader keeps leading but writes nothing until resumed")
 def pause_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     config.add_arguments(parser)
@@ -117,7 +124,7 @@ def pause_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
 
         def body(_cfg: Any, client: Any, keys: Keys) -> int:
             set_paused(client, keys, True, _by())
-            print("paused: the leader writes nothing until 'protection-worker resume'")
+            print(f"paused: {_leader_text(client, keys)} writes nothing until 'protection-worker resume'")
             return EXIT_OK
 
         return run_with_client(args, body)
@@ -134,7 +141,7 @@ def resume_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespac
 
         def body(_cfg: Any, client: Any, keys: Keys) -> int:
             set_paused(client, keys, False, _by())
-            print("resumed: the leader reconciles again")
+            print(f"resumed: {_leader_text(client, keys)} reconciles again")
             return EXIT_OK
 
         return run_with_client(args, body)
@@ -155,13 +162,13 @@ def switchover_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Name
 
 
 def _switchover(args: argparse.Namespace, client: Any, keys: Keys) -> int:
+    from worker.concurrency import leader
     from worker.control import clear_switchover, request_switchover
     from worker.daemon.candidate import find_candidate
-    from worker.ops.measure import current_leader
-    leader = current_leader(client, keys)
-    if leader is None:
+    now = leader(client, keys.election)
+    if now is None:
         return fail("switchover: no leader", EXIT_FAILED)
-    old_id, term = leader[0]["instance_id"], leader[1].create_revision
+    old_id, term = now.instance_id, now.term
     if args.to is not None:
         if args.to == old_id:
             return fail(f"switchover: {args.to} already leads", 2)
@@ -171,10 +178,9 @@ def _switchover(args: argparse.Namespace, client: Any, keys: Keys) -> int:
     deadline = time.monotonic() + args.timeout
     try:
         while time.monotonic() < deadline:
-            now = current_leader(client, keys)
-            if now is not None and now[1].create_revision != term and \
-                    (args.to is None or now[0]["instance_id"] == args.to):
-                print(f"switchover: {old_id} -> {now[0]['instance_id']} (term {now[1].create_revision})")
+            now = leader(client, keys.election)
+            if now is not None and now.term != term and (args.to is None or now.instance_id == args.to):
+                print(f"switchover: {old_id} -> {now.instance_id} (term {now.term})")
                 return EXIT_OK
             time.sleep(0.05)
     finally:
