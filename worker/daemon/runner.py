@@ -207,6 +207,7 @@ class Daemon:
             self.client = config_mod.connect(self.cfg)
             self.client.on_contact = self.metrics.etcd_contact
             self.client.on_error = self.metrics.etcd_error
+            self.client.on_server_version = self.metrics.set_etcd_version
         self._generation += 1
         if self._controls_watch is None:
             self._controls_watch = ControlWatcher(self.client, self.keys, self.events,

@@ -25,7 +25,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
-from pyetcd.events import DeleteEvent
+from worker.etcd import DeleteEvent
 
 from worker.concurrency.line import candidates
 from worker.etcd import kv

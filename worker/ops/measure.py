@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from pyetcd.events import DeleteEvent
+from worker.etcd import DeleteEvent
 
 from worker.concurrency.line import leader as line_leader
 from worker.daemon.identity import parse_identity
