@@ -80,7 +80,7 @@ from worker.etcd.watch import Watch  # noqa: E402
 from worker.ops.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
 from worker.ops.instances import SupervisedWorker, WorkerProcess  # noqa: E402
 from worker.ops.supervisor import ServiceSpec  # noqa: E402
-from worker.ops.measure import Failover, current_leader, measure_failover  # noqa: E402
+from worker.ops.measure import Failover, current_leader, format_ms, measure_failover  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
 
 NAMESPACE = "/protection-worker"
@@ -564,19 +564,19 @@ def release_main(args: argparse.Namespace) -> int:
             result = daemons.failover(signal.SIGKILL, "crash", release=release)
             (with_release if release else ttl_only).append((result, daemons.supervised[-1]))
             log(f"crash {'with release' if release else 'TTL only    '} {i // 2 + 1}/{args.runs}: "
-                f"handover {result.handover_ms:.1f} leading {result.leaderless_ms:.1f} ms")
+                f"handover {format_ms(result.handover_ms)}, leading {format_ms(result.leaderless_ms)}")
         for i in range(args.hang_runs):
             result = daemons.failover(signal.SIGSTOP, "hang", release=True)
             hangs.append((result, daemons.supervised[-1]))
-            log(f"hang {i + 1}/{args.hang_runs}: handover {result.handover_ms:.1f} ms "
+            log(f"hang {i + 1}/{args.hang_runs}: handover {format_ms(result.handover_ms)} "
                 f"(watchdog fired {hangs[-1][1]['watchdog']:.2f} s after the SIGSTOP)")
         load_after = os.getloadavg()
     finally:
         clean_up(daemons, client, etcd, workdir, args.keep)
 
     def figures(runs: list[tuple[Failover, dict[str, Any]]], what: str) -> list[float]:
-        if what in ("handover_ms", "leaderless_ms", "first_reconcile_ms"):
-            return [getattr(f, what) / 1000 for f, _ in runs]
+        if what in ("handover_ms", "leaderless_ms", "first_reconcile_ms"):  # null when unmeasured
+            return [getattr(f, what) / 1000 for f, _ in runs if getattr(f, what) is not None]
         return [s[what] for _, s in runs if s.get(what) is not None]
 
     print(f"crash failover of the shipped unit ({UNIT.name}) under the systemd stand-in: 2 worker processes, "

@@ -71,3 +71,14 @@ def await_records(client: EtcdClient, keys: Keys, check: Callable[[dict[str, dic
 
 def states(current: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {cid: rec["state"] for cid, rec in current.items()}
+
+
+def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """``protection-worker ARGV`` in this process: (exit status, stdout, stderr)."""
+    from worker.cli import main
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -170,13 +170,19 @@ def _run(p: _Pass, observed: Iterable[Observed]) -> PassResult:
         return p.finish()
     except PausedError as exc:
         p._collect()
+        exc.partial = p.result  # what landed before, counted by op
         log.info("write_paused", mode=p.result.mode, term=p.term, revision=exc.revision,
                  written_before=exc.written)
         raise
     except FenceLostError as exc:
         p._collect()
+        exc.partial = p.result
         log.warning("fence_lost", mode=p.result.mode, term=p.term, revision=exc.revision,
                     written_before=exc.written, error=str(exc))
+        raise
+    except Exception as exc:  # the caller's guard or progress hook stopped it, an etcd error
+        p._collect()
+        exc.partial = p.result  # type: ignore[attr-defined]
         raise
 
 

@@ -30,10 +30,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pyetcd import etcdrpc
 
 from worker.errors import WorkerError
 from worker.etcd import kv
+from worker.etcd.kv import etcdrpc
 from worker.protection.rules import Decision
 
 #: etcd's default --max-txn-ops
@@ -44,22 +44,30 @@ class PausedError(WorkerError):
     """The fence held but the pause key exists (``protection-worker pause``): nothing of the batch
     was written and the pass stopped. The term goes on; the leader writes nothing until ``resume``."""
 
-    def __init__(self, message: str, *, revision: int = 0, written: int = 0) -> None:
+    def __init__(self, message: str, *, revision: int = 0, written: int = 0, refused: int = 0) -> None:
         super().__init__(message)
         self.revision = revision
         #: writes of earlier batches of the same pass that did land (before the pause key existed)
         self.written = written
+        #: changes in the refused transaction
+        self.refused = refused
+        #: the pass's result up to the refusal (``reconcile`` sets it: landed writes by op)
+        self.partial: Any = None
 
 
 class FenceLostError(WorkerError):
     """The fence compare failed: this instance no longer leads (or lost the Mutex); nothing of
     the batch was written and the pass stopped. The daemon steps down."""
 
-    def __init__(self, message: str, *, revision: int = 0, written: int = 0) -> None:
+    def __init__(self, message: str, *, revision: int = 0, written: int = 0, refused: int = 0) -> None:
         super().__init__(message)
         self.revision = revision
         #: writes of earlier batches of the same pass that did land (made while the fence held)
         self.written = written
+        #: changes in the refused transaction
+        self.refused = refused
+        #: the pass's result up to the refusal (``reconcile`` sets it: landed writes by op)
+        self.partial: Any = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,10 @@ class BatchWriter:
             self.failure_ops = [etcdrpc.RequestOp(request_txn=kv.txn_request(self.lead_compares))]
         if fence.stamp_key is not None:
             self.extra_ops.append(kv.op_put(fence.stamp_key, fence.stamp_value))
-        self.batch_size = max_ops - 1 - len(self.extra_ops)
+        # etcd checks a nested txn against what the outer one leaves (max_ops minus the outer's
+        # largest list): each change's txn needs 1, the failure branch's txn its leadership compares
+        reserve = max(1, len(self.lead_compares)) if self.failure_ops else 1
+        self.batch_size = max_ops - reserve - len(self.extra_ops)
         if self.batch_size < 1 or len(self.fence_compares) > self.batch_size:
             raise ValueError(f"max_ops {max_ops} leaves no room for changes")
         self.on_outcome = on_outcome
@@ -163,11 +174,11 @@ class BatchWriter:
         if not response.succeeded and self.failure_ops and response.responses[0].response_txn.succeeded:
             raise PausedError(f"paused at revision {response.header.revision}: maintenance mode, "
                               "nothing of the batch was written", revision=response.header.revision,
-                              written=self.writes)
+                              written=self.writes, refused=len(ops))
         if not response.succeeded:
             raise FenceLostError(f"fence failed at revision {response.header.revision}: no longer leader "
                                  f"(term {self.fence.term}) or Mutex lost; nothing of the batch was written",
-                                 revision=response.header.revision, written=self.writes)
+                                 revision=response.header.revision, written=self.writes, refused=len(ops))
         return response
 
     def flush(self) -> None:
@@ -196,7 +207,7 @@ class BatchWriter:
                    for i in recreated]
             try:
                 response2 = self._send(ops)
-            except FenceLostError:
+            except (FenceLostError, PausedError):
                 for i, item in enumerate(batch):   # report what the first transaction did
                     if not (item.decision.action == "recreate" and ok[i]):
                         self._outcome(item.decision, ok[i])
