@@ -33,6 +33,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -194,6 +195,8 @@ class Service:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        #: ``$NOTIFY_SOCKET``: an abstract datagram socket (``@`` prefix, as systemd allows)
+        self.notify_socket = f"@pw-sd-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
     # -- what callers see ---------------------------------------------------------------------
     @property
@@ -237,9 +240,8 @@ class Service:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Service":
-        (self.base_dir / "notify.sock").unlink(missing_ok=True)  # a previous start's
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(self.base_dir / "notify.sock"))
+        self._sock.bind("\0" + self.notify_socket[1:])  # abstract: no path length limit, nothing to clean
         self._spawn()
         self._thread = threading.Thread(target=self._supervise, name=f"supervise-{self.name}", daemon=True)
         self._thread.start()
@@ -247,7 +249,7 @@ class Service:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ, **self.spec.environment)
-        env["NOTIFY_SOCKET"] = str(self.base_dir / "notify.sock")
+        env["NOTIFY_SOCKET"] = self.notify_socket
         if self.runtime_dir is not None:
             env["RUNTIME_DIRECTORY"] = str(self.runtime_dir)
         for name in ("WATCHDOG_USEC", "WATCHDOG_PID", "SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS"):
@@ -368,7 +370,6 @@ class Service:
                 self._thread.join(limit + 5)
         if self._sock is not None:
             self._sock.close()
-            (self.base_dir / "notify.sock").unlink(missing_ok=True)
         if self.runtime_dir is not None:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
         if self._own_base:
