@@ -8,8 +8,10 @@ etcd to take its place) is null with a reason in ``unmeasured``, and the drill f
 reports a figure it did not measure.
 
 Faults: ``resign`` asks the leader to hand over through the switchover control key (it honours it
-at once); ``kill``/``stop`` send SIGKILL/SIGSTOP when the leader runs on this host (a stopped
-process is resumed after the handover, so it can campaign again), and otherwise revoke the
+at once); ``kill``/``stop`` send SIGKILL/SIGSTOP when the leader runs on this host (a killed
+process's lease is then released as soon as its pid is gone, as the unit's ``ExecStopPost=`` does:
+``worker.ops.release``; a stopped process is resumed after the handover, so it can campaign
+again), and otherwise revoke the
 leader's lease, which is what etcd sees when a process dies: its keys go, the others take over,
 and the instance itself notices the lost lease and campaigns again.
 """
