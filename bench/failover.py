@@ -1,6 +1,7 @@
 """Failover benchmark: the daemon next to ``etcdctl elect`` and a client-go-style poll elector.
 
     python bench/failover.py [--runs 20] [--clusters 1000] [--ttl 3] [--quick]
+    python bench/failover.py --release [--runs 20] [--ttl 10] [--hang-runs 3]
 
 Not a test: prints a table. Starts its own etcd (``EtcdCluster(1)``), loads a sample inventory,
 starts two real ``protection-worker run`` processes (``worker.ops.instances``) and measures, the
@@ -38,6 +39,14 @@ starve this observer for a scheduler slice; ``--worker-nice 10`` starts the work
 the figures without that.
 
 ``--quick`` is about a minute (5 runs, 100 changes, 10 s idle, the reference at x0.2 timings).
+
+``--release`` measures only the crash failover of the shipped unit, with and without its release
+(``ExecStopPost=protection-worker release``), side by side: two workers run by the systemd
+stand-in (``worker.ops.supervisor``) reading ``systemd/protection-worker.service`` (only the binary
+and config paths rewritten), SIGKILL to the leader, runs alternating with release and without (the
+unit minus its ``ExecStopPost=``: what etcd's TTL alone gives, as after a host power loss), then
+``--hang-runs`` hangs: SIGSTOP to the leader, which the unit's watchdog (``WatchdogSec=``,
+``WatchdogSignal=``, ``TimeoutAbortSec=``) kills before the release runs. About 4-5 minutes at TTL 10.
 """
 
 from __future__ import annotations
@@ -69,11 +78,13 @@ from poll_elector import PollElector, Timings  # noqa: E402
 from worker.etcd import EtcdClient, connect, kv  # noqa: E402
 from worker.etcd.watch import Watch  # noqa: E402
 from worker.ops.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
-from worker.ops.instances import WorkerProcess  # noqa: E402
-from worker.ops.measure import Failover, current_leader, measure_failover  # noqa: E402
+from worker.ops.instances import SupervisedWorker, WorkerProcess  # noqa: E402
+from worker.ops.supervisor import ServiceSpec  # noqa: E402
+from worker.ops.measure import Failover, current_leader, format_ms, measure_failover  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
 
 NAMESPACE = "/protection-worker"
+UNIT = Path(__file__).resolve().parents[1] / "systemd" / "protection-worker.service"
 ELECT_NAME = "/bench/etcdctl-elect"
 POLL_KEY = "/bench/client-go-lock"
 SETTLE = (0.2, 0.4)  # the waiter's key exists: let its watch start (random, so runs do not
@@ -139,13 +150,18 @@ class NicedWorker(WorkerProcess):
 
 class Daemons:
     def __init__(self, endpoints: list[str], workdir: Path, ttl: int, client: EtcdClient, keys: Keys,
-                 niceness: int = 0) -> None:
+                 niceness: int = 0, unit: str | None = None) -> None:
+        """``unit``: run the workers under the systemd stand-in with this unit file's text."""
         self.client, self.keys = client, keys
         workdir.mkdir(parents=True, exist_ok=True)
         self.workers: dict[str, WorkerProcess] = {}
         for i in (1, 2):
-            worker = NicedWorker(f"worker-{i}", endpoints, NAMESPACE, workdir, ttl=ttl, request_timeout=0.5)
-            worker.niceness = niceness
+            if unit is not None:
+                worker: WorkerProcess = SupervisedWorker(f"worker-{i}", endpoints, NAMESPACE, workdir, ttl=ttl,
+                                                         request_timeout=0.5, unit=unit)
+            else:
+                worker = NicedWorker(f"worker-{i}", endpoints, NAMESPACE, workdir, ttl=ttl, request_timeout=0.5)
+                worker.niceness = niceness
             self.workers[worker.instance_id] = worker
         self.exit_codes: list[int | None] = []
         self.elected_ms: list[float] = []  # fault -> the new leader's became_leader log line
@@ -153,6 +169,8 @@ class Daemons:
         self.go_watch: GoWatch | None = None
         self.committed_s: list[float] = []  # fault -> its key's DELETE seen by a Go watcher
         self.restart_s: list[float] = []
+        #: per supervised run, seconds from the fault: reaped, watchdog fired, release done
+        self.supervised: list[dict[str, Any]] = []
 
     def start(self) -> None:
         for w in self.workers.values():
@@ -185,8 +203,14 @@ class Daemons:
         wait_until(lambda: self.follower().get("/readyz")[0] == 200, 30, "the follower ready")
         time.sleep(random.uniform(*SETTLE))
 
-    def restart(self, worker: WorkerProcess, sig: int) -> None:
+    def restart(self, worker: WorkerProcess, sig: int, fault_at: float = 0.0) -> None:
         t0 = time.monotonic()
+        if isinstance(worker, SupervisedWorker):  # the stand-in restarts it (Restart=on-failure)
+            assert worker.service is not None
+            worker.service.wait_event("ready", after=worker.service.wait_event("reaped", after=fault_at).at)
+            wait_until(lambda: worker.get("/readyz")[0] == 200, 30, f"{worker.instance_id} back in line")
+            self.restart_s.append(time.monotonic() - t0)
+            return
         if sig == signal.SIGKILL:
             worker.kill()
             self.exit_codes.append(None)
@@ -203,10 +227,15 @@ class Daemons:
         wait_until(lambda: worker.get("/readyz")[0] == 200, 30, f"{worker.instance_id} back in line")
         self.restart_s.append(time.monotonic() - t0)
 
-    def failover(self, sig: int, mode: str) -> Failover:
+    def failover(self, sig: int, mode: str, release: bool | None = None) -> Failover:
+        """One fault to the leader, timed; ``release`` (supervised workers): run the unit's
+        ``ExecStopPost=`` release after this death, or not."""
         self.settled()
         old = self.leader()
         fault_at: list[float] = []
+        if release is not None:
+            assert isinstance(old, SupervisedWorker)
+            old.set_release(release)
 
         def fault() -> None:
             fault_at.append(time.time())
@@ -222,7 +251,14 @@ class Daemons:
             self.pass_s.append(float(last.get("duration", 0.0)))
         if self.go_watch is not None:
             self.committed_s.append(self.go_watch.first_delete_after(fault_at[1]))
-        self.restart(old, sig)
+        self.restart(old, sig, fault_at[1])
+        if isinstance(old, SupervisedWorker) and old.service is not None:
+            events = {e.kind: e.at for e in old.service.events if e.at >= fault_at[1]}
+            runs = [r for r in old.service.stop_posts if r.started >= fault_at[1]]
+            self.supervised.append({"reaped": events["reaped"] - fault_at[1],
+                                    "watchdog": events.get("watchdog", fault_at[1]) - fault_at[1],
+                                    "release_done": (runs[0].ended - fault_at[1]) if runs else None,
+                                    "released": bool(runs) and "released lease" in runs[0].output})
         return result
 
     def became_leader_at(self, result: Failover) -> float:
@@ -485,6 +521,105 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def clean_up(daemons: Daemons | None, client: EtcdClient | None, etcd: EtcdCluster, workdir: Path,
+             keep: bool) -> None:
+    """Stop the workers (and the Go watcher), close the client, stop etcd, remove the work directory."""
+    if daemons is not None:
+        if daemons.go_watch is not None:
+            daemons.go_watch.close()
+        daemons.stop()
+    if client is not None:
+        client.close()
+    etcd.close()
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        log(f"kept {workdir}")
+
+
+def release_main(args: argparse.Namespace) -> int:
+    """``--release``: crash failover of the shipped unit with and without its release, side by side."""
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="pw-bench-release-"))
+    keys = Keys(NAMESPACE)
+    etcd = EtcdCluster(1, base_dir=str(workdir / "etcd"))
+    unit = UNIT.read_text()
+    spec = ServiceSpec.from_unit(unit)
+    daemons: Daemons | None = None
+    client: EtcdClient | None = None
+    with_release: list[tuple[Failover, dict[str, Any]]] = []
+    ttl_only: list[tuple[Failover, dict[str, Any]]] = []
+    hangs: list[tuple[Failover, dict[str, Any]]] = []
+    try:
+        etcd.start()
+        client = connect(etcd.endpoints)
+        load_inventory(client, keys, args.clusters)
+        log(f"etcd {etcd.endpoints[0]}, {args.clusters} clusters; two workers of {UNIT.name} under the systemd "
+            f"stand-in (TTL {args.ttl} s)")
+        daemons = Daemons(etcd.endpoints, workdir / "workers", args.ttl, client, keys, unit=unit)
+        daemons.start()
+        load_before = os.getloadavg()
+        for i in range(2 * args.runs):  # alternating, so both see the same host
+            release = i % 2 == 0
+            result = daemons.failover(signal.SIGKILL, "crash", release=release)
+            (with_release if release else ttl_only).append((result, daemons.supervised[-1]))
+            log(f"crash {'with release' if release else 'TTL only    '} {i // 2 + 1}/{args.runs}: "
+                f"handover {format_ms(result.handover_ms)}, leading {format_ms(result.leaderless_ms)}")
+        for i in range(args.hang_runs):
+            result = daemons.failover(signal.SIGSTOP, "hang", release=True)
+            hangs.append((result, daemons.supervised[-1]))
+            log(f"hang {i + 1}/{args.hang_runs}: handover {format_ms(result.handover_ms)} "
+                f"(watchdog fired {hangs[-1][1]['watchdog']:.2f} s after the SIGSTOP)")
+        load_after = os.getloadavg()
+    finally:
+        clean_up(daemons, client, etcd, workdir, args.keep)
+
+    def figures(runs: list[tuple[Failover, dict[str, Any]]], what: str) -> list[float]:
+        if what in ("handover_ms", "leaderless_ms", "first_reconcile_ms"):  # null when unmeasured
+            return [getattr(f, what) / 1000 for f, _ in runs if getattr(f, what) is not None]
+        return [s[what] for _, s in runs if s.get(what) is not None]
+
+    print(f"crash failover of the shipped unit ({UNIT.name}) under the systemd stand-in: 2 worker processes, "
+          f"{args.clusters} clusters, election TTL {args.ttl} s, {args.runs} runs each way (alternating), "
+          f"{os.cpu_count()} CPUs")
+    print(f"host load average (1/5/15 min) at start {'/'.join(f'{x:.1f}' for x in load_before)}, at end "
+          f"{'/'.join(f'{x:.1f}' for x in load_after)}")
+    if load_before[0] > 1.0 or load_after[0] > 1.0:
+        print("WARNING: other work ran on this host during the run: tails are inflated by CPU contention")
+    print("all times in ms from the fault (the SIGKILL, or the SIGSTOP for a hang)\n")
+    print("1. SIGKILL to the leader")
+    print(HEAD)
+    for label, runs in (("with release (ExecStopPost=)", with_release), ("TTL only (no ExecStopPost=)", ttl_only)):
+        print(row(f"{label}: handover_ms", figures(runs, "handover_ms")))
+        print(row("    leaderless_ms (/leader 200)", figures(runs, "leaderless_ms")))
+        print(row("    first_reconcile_ms", figures(runs, "first_reconcile_ms")))
+    print(row("with release: main process reaped", figures(with_release, "reaped")))
+    print(row("with release: release command done", figures(with_release, "release_done")))
+    released = sum(1 for _, s in with_release if s["released"])
+    print(f"  the release revoked the dead leader's lease in {released} of {len(with_release)} runs")
+    wd, abort = spec.watchdog_sec or 0.0, spec.timeout_abort_sec or 0.0
+    print(f"\n2. hang: SIGSTOP to the leader (WatchdogSec {wd:g} s, WatchdogSignal "
+          f"{signal.Signals(spec.watchdog_signal).name}, TimeoutAbortSec {abort:g} s, then the release)")
+    print(HEAD)
+    print(row("watchdog fired", figures(hangs, "watchdog")))
+    print(row("main process reaped (SIGKILL)", figures(hangs, "reaped")))
+    print(row("handover_ms", figures(hangs, "handover_ms")))
+    print(row("leaderless_ms (/leader 200)", figures(hangs, "leaderless_ms")))
+    print("\ntargets")
+    hand = figures(with_release, "handover_ms")
+    hang = figures(hangs, "handover_ms")
+    checks = [("with release: median handover <= 500 ms", f"{statistics.median(hand) * 1000:.1f} ms",
+               statistics.median(hand) <= 0.5),
+              ("with release: max handover <= 1000 ms", f"{max(hand) * 1000:.1f} ms", max(hand) <= 1.0)]
+    if hang:
+        checks.append((f"hang replaced within WatchdogSec + 1.5 s = {(wd + 1.5) * 1000:.0f} ms",
+                       f"max {max(hang) * 1000:.1f} ms", max(hang) <= wd + 1.5))
+    for name, value, ok in checks:
+        print(f"  {verdict(ok)}  {name:<58} {value}")
+    print(f"(total {time.monotonic() - started:.0f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="daemon/etcdctl runs per measurement (default 20)")
@@ -506,7 +641,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="about a minute: 5 runs, 100 changes, 10 s idle, client-go reference scaled x0.2 only")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (worker logs)")
+    parser.add_argument("--release", action="store_true",
+                        help="only the crash failover of the shipped unit, with and without its release "
+                             "(ExecStopPost=), side by side, and hangs killed by its watchdog (default TTL 10)")
+    parser.add_argument("--hang-runs", type=int, default=3, help="with --release: SIGSTOP runs (default 3)")
     args = parser.parse_args(argv)
+    if args.release:
+        if "--ttl" not in (argv if argv is not None else sys.argv[1:]):
+            args.ttl = 10  # the shipped default, which the unit's WatchdogSec is set against
+        return release_main(args)
     ref_default = True
     if args.quick:
         args.runs, args.changes, args.idle = 5, 100, 10.0
@@ -597,17 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if ctl is not None:
             ctl.close()
-        if daemons is not None:
-            if daemons.go_watch is not None:
-                daemons.go_watch.close()
-            daemons.stop()
-        if client is not None:
-            client.close()
-        etcd.close()
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            log(f"kept {workdir}")
+        clean_up(daemons, client, etcd, workdir, args.keep)
 
     # -- the table --------------------------------------------------------------------------
     ttl_ms = args.ttl * 1000.0

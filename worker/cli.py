@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 # gRPC's C core logs every failed TLS handshake to stderr at INFO ("I1125 ... Handshake failed"),
 # several per second while dialling: a TLS mistake would bury the one line that explains it, and
@@ -35,8 +35,15 @@ def command(name: str, help_text: str) -> Callable[[Command], Command]:
     return register
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="protection-worker",
         description="Leader-elected worker on etcd that keeps every cluster's disaster-recovery "
                     "protection state correct.",
@@ -62,13 +69,40 @@ def _load_commands() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command. A bare command prints the usage and exits 2; an error the handler did
+    not report itself is still one line (``ConfigError`` exit 2, any other ``WorkerError`` or an
+    OS error such as a port in use exit 1), never a traceback."""
     _load_commands()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # named by the sub-command they were given to, whose --help lists what it takes
+        sub = parser._subparsers._group_actions[0].choices.get(args.command) if args.command else None
+        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "handler", None):
-        parser.print_help()
-        return EXIT_USAGE if argv else EXIT_OK
-    return int(args.handler(args))
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from worker.errors import ConfigError, WorkerError
+
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        return fail(f"config error: {exc}", EXIT_USAGE)
+    except WorkerError as exc:
+        return fail(f"{args.command}: {_one_line(exc)}", EXIT_FAILED)
+    except OSError as exc:
+        return fail(f"{args.command}: {type(exc).__name__}: {_one_line(exc)}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def fail(message: str, code: int) -> int:
+    """fail prints ``protection-worker: message`` on stderr (one line) and returns ``code``."""
+    print(f"protection-worker: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -200,18 +200,25 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every etcd-talking sub-command takes; each overrides its config key."""
+def add_arguments(parser: argparse.ArgumentParser, *, logs: bool = True, session: bool = False,
+                  daemon: bool = False) -> None:
+    """The configuration flags a sub-command uses, each overriding its key in the file: the file and
+    etcd's ``--endpoints``/``--namespace`` always; ``logs``: ``--log-level``/``--log-format``;
+    ``session`` (it campaigns): ``--ttl``/``--instance-id``; ``daemon`` (``run`` only):
+    ``--interval``/``--listen``. A flag a command ignores is not offered (argparse refuses it)."""
     g = parser.add_argument_group("configuration (each flag overrides its key in the file)")
     g.add_argument("--config", metavar="FILE", help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)")
     g.add_argument("--endpoints", metavar="URLS", help="etcd.endpoints, comma-separated")
     g.add_argument("--namespace", metavar="NS", help="etcd.namespace")
-    g.add_argument("--ttl", type=int, metavar="SECONDS", help="election.ttl")
-    g.add_argument("--interval", type=float, metavar="SECONDS", help="reconcile.interval")
-    g.add_argument("--listen", metavar="HOST:PORT", help='http.listen ("" disables)')
-    g.add_argument("--instance-id", metavar="ID", help="election.instance_id")
-    g.add_argument("--log-level", choices=LOG_LEVELS, help="log.level")
-    g.add_argument("--log-format", choices=LOG_FORMATS, help="log.format")
+    if session:
+        g.add_argument("--ttl", type=int, metavar="SECONDS", help="election.ttl")
+        g.add_argument("--instance-id", metavar="ID", help="election.instance_id")
+    if daemon:
+        g.add_argument("--interval", type=float, metavar="SECONDS", help="reconcile.interval")
+        g.add_argument("--listen", metavar="HOST:PORT", help='http.listen ("" disables)')
+    if logs:
+        g.add_argument("--log-level", choices=LOG_LEVELS, help="log.level")
+        g.add_argument("--log-format", choices=LOG_FORMATS, help="log.format")
 
 
 def load(args: argparse.Namespace) -> Config:

@@ -17,7 +17,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
 def args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    add_arguments(parser, session=True, daemon=True)
     return parser.parse_args(list(argv))
 
 

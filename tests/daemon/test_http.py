@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import inspect
 import json
 import threading
 from typing import Any, Iterator
@@ -71,9 +72,22 @@ def request(server: HealthServer, path: str, method: str = "GET") -> tuple[int, 
         conn.close()
 
 
-def test_fake_probe_satisfies_the_protocol(probe: FakeProbe) -> None:
-    p: Probe = probe  # checked by mypy; at run time just make sure nothing is missing
-    assert all(callable(getattr(p, n)) for n in ("healthz", "readyz", "is_leader", "status"))
+def _methods(cls: type) -> dict[str, inspect.Signature]:
+    return {name: inspect.signature(member) for name, member in vars(cls).items()
+            if callable(member) and not name.startswith("_")}
+
+
+def test_the_daemons_probe_and_the_fake_both_implement_the_protocol() -> None:
+    """The daemon's real probe (what the server calls in production) answers every call of the
+    protocol with its signature, and so does the fake these tests serve (so the fake stands for it)."""
+    from worker.daemon.probe import DaemonProbe
+    wanted = _methods(Probe)
+    assert set(wanted) == {"healthz", "readyz", "is_leader", "status"}
+    for cls in (DaemonProbe, FakeProbe):
+        have = _methods(cls)
+        for name, signature in wanted.items():
+            assert name in have, f"{cls.__name__} lacks {name}"
+            assert have[name] == signature, (cls.__name__, name, have[name], signature)
 
 
 def test_metrics_is_prometheus_text(server: HealthServer, metrics: Metrics) -> None:

@@ -18,6 +18,8 @@ CONTRACT = {
     "etcd_errors": "counter", "last_etcd_contact_timestamp_seconds": "gauge", "is_paused": "gauge",
     "build_info": "gauge",
 }
+#: added to the contract (interfaces.md: "add to them freely"): the etcd server's version (issue 13)
+ADDED = {"etcd_server_info": "gauge"}
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple], float]:
@@ -34,7 +36,7 @@ def test_every_contract_metric_is_exposed_with_its_type() -> None:
     text = generate_latest(Metrics().registry).decode()
     # prometheus-client also exposes a "<name>_created" gauge per counter/histogram: extra, allowed
     families = {f.name: f.type for f in text_string_to_metric_families(text) if not f.name.endswith("_created")}
-    assert families == {"protection_worker_" + k: v for k, v in CONTRACT.items()}
+    assert families == {"protection_worker_" + k: v for k, v in (CONTRACT | ADDED).items()}
     exposed = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
     for counter in ("leader_changes", "reconcile_runs", "writes", "fenced_writes", "etcd_errors"):
         assert f"protection_worker_{counter}_total" in exposed

@@ -82,23 +82,35 @@ def test_bad_operator_input_exits_2_and_writes_nothing(cli, client, keys, argv, 
 
 
 def test_config_error_and_unreachable_etcd(cli, capsys):
-    code, _, err = cli("status", "--ttl", "1")
+    code, _, err = cli("reconcile", "--once", "--ttl", "1")
     assert code == 2 and "election.ttl" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("status", endpoints=["http://127.0.0.1:9"])
     assert code == 1 and "127.0.0.1:9" in err and len(err.strip().splitlines()) == 1
 
 
-def test_dry_run_prints_changes_and_writes_nothing(cli, client, keys):
+def test_dry_run_prints_changes_and_writes_nothing(cli, client, keys, monkeypatch):
     put(client, keys.cluster("a"), cluster(True, "s"))
     put(client, keys.cluster("b"), cluster(True, None))
     put(client, keys.protection_key("gone"), "{}")
     before = client.current_revision()
+    # the command's own client, to see every request it sent (a lease granted and revoked again
+    # leaves nothing in etcd to look at afterwards)
+    from worker import config
+    made = []
+    real_connect = config.connect
+    monkeypatch.setattr(config, "connect", lambda cfg: made.append(real_connect(cfg)) or made[-1])
+    monkeypatch.setattr("worker.commands.common.connect", config.connect)
     code, out, _ = cli("reconcile", "--once", "--dry-run")
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[:3] == ["create a none -> protecting", "create b none -> unprotected", "delete gone unknown -> none"]
+    assert lines[:-1] == ["create a none -> protecting", "create b none -> unprotected",
+                          "delete gone unknown -> none"]
+    assert "(planned)" in lines[-1] and "0 writes in 0 txns" in lines[-1]
     assert client.current_revision() == before
     assert count(client, keys.election) == 0
+    [cmd_client] = made
+    # reads only (and the server version at connect): no lease, no txn, no watch
+    assert set(cmd_client.stats) == {"range", "status"}, cmd_client.stats
 
 
 def test_status_json_fields(cli, client, make_client, keys):

@@ -301,9 +301,12 @@ def test_a_pass_stopped_between_transactions_waits_for_those_in_flight(client, k
             raise DeadlineTooClose()
         sent.append(1)
 
-    with pytest.raises(DeadlineTooClose):
+    with pytest.raises(DeadlineTooClose) as info:
         full_pass(client, keys, Fence(fence.term, fence.compares, guard=guard))
-    assert count(client, keys.protection) == 2 * BatchWriter(client, fence).batch_size
+    batch = BatchWriter(client, fence).batch_size
+    assert count(client, keys.protection) == 2 * batch
+    partial = info.value.partial                          # what the daemon books: every landed write
+    assert (partial.created, partial.writes, partial.txns) == (2 * batch, 2 * batch, 2)
     assert not [t for t in threading.enumerate() if t.name.startswith("writes")]
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from worker.concurrency.observe import Observer
 from worker.daemon.identity import parse_identity
 from worker.etcd import Watch, kv
 from worker.etcd.client import EtcdClient
 from worker.protection.keys import Keys
+
+T = TypeVar("T")
 
 
 def leader_of(client: EtcdClient, keys: Keys) -> tuple[str, int] | None:
@@ -44,21 +46,39 @@ def records(client: EtcdClient, keys: Keys) -> dict[str, dict[str, Any]]:
             for value, meta in client.get_prefix(keys.protection)}
 
 
-def await_records(client: EtcdClient, keys: Keys, check: Callable[[dict[str, dict[str, Any]]], bool],
-                  timeout: float = 15.0) -> dict[str, dict[str, Any]]:
-    """Re-read the protection records after each watch event until ``check`` holds."""
+def await_watched(client: EtcdClient, prefix: str, read: Callable[[], T], check: Callable[[T], bool],
+                  timeout: float, what: str) -> T:
+    """Call ``read()`` again after each watch event under ``prefix`` until ``check`` holds for its answer."""
     deadline = time.monotonic() + timeout
-    with Watch(client, keys.protection, range_end=kv.prefix_end(keys.protection)) as watch:
+    with Watch(client, prefix, range_end=kv.prefix_end(prefix)) as watch:
         watch.started.wait(5)
         while True:
-            current = records(client, keys)
+            current = read()
             if check(current):
                 return current
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"protection records never matched within {timeout} s: {current}")
+                raise AssertionError(f"{what} never matched within {timeout} s: {current}")
             watch.get(timeout=left)
+
+
+def await_records(client: EtcdClient, keys: Keys, check: Callable[[dict[str, dict[str, Any]]], bool],
+                  timeout: float = 15.0) -> dict[str, dict[str, Any]]:
+    """Re-read the protection records after each watch event until ``check`` holds."""
+    return await_watched(client, keys.protection, lambda: records(client, keys), check, timeout,
+                         "protection records")
 
 
 def states(current: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {cid: rec["state"] for cid, rec in current.items()}
+
+
+def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """``protection-worker ARGV`` in this process: (exit status, stdout, stderr)."""
+    from worker.cli import main
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -6,6 +6,7 @@ etcd's own history by the auditor (``worker.ops.audit``).
 
 from __future__ import annotations
 
+import collections
 import json
 import signal
 import subprocess
@@ -49,11 +50,13 @@ def test_sigterm_hands_over_and_new_leader_follows_input(client, keys, etcd_endp
     old = workers[old_id]
     start = time.monotonic()
     old.signal(signal.SIGTERM)
-    new_id, new_term, seen = await_leader(client, keys, other_than=old_id, timeout=TTL)
+    new_id, new_term, seen = await_leader(client, keys, other_than=old_id, timeout=TTL + 5)
     assert old.proc.wait(timeout=10) == 0
     assert new_id != old_id and new_term > old_term
-    # a graceful handover is far below the TTL (the measured figure lives in bench/failover.py)
-    assert seen - start < TTL
+    # the old leader resigns (deletes its keys) instead of leaving its lease to expire: the next one
+    # takes over well under a second later, not after up to a TTL (the measured figures, a few ms,
+    # live in bench/failover.py; this bound only has to tell a resignation from a lease expiry)
+    assert seen - start < 1.0, f"SIGTERM handover took {seen - start:.2f} s"
     client.put(keys.dr_key("c-1"), json.dumps({"replication": "broken"}))
     current = await_records(client, keys, lambda cur: cur["c-1"]["state"] == "degraded")
     assert current["c-1"]["term"] == new_term
@@ -118,13 +121,24 @@ def test_etcd_restart_leader_keeps_or_regains_and_nothing_is_lost(private_etcd, 
     assert states(current) == {**expected, "c-3": "protected"}
 
 
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    """(name without the prefix, sorted labels) -> value, from Prometheus text."""
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(sample.name.removeprefix("protection_worker_"), tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def test_metrics_and_health_endpoints_use_the_contract_names(client, keys, etcd_endpoints, spawn):
-    put_inventory(client, keys)
+    expected = put_inventory(client, keys)
     workers = spawn(2, etcd_endpoints, keys.namespace, ttl=TTL)
-    leader_id, _ = leader_of(client, keys)
+    leader_id, term = leader_of(client, keys)
     leader = _by_id(workers)[leader_id]
     follower = next(w for w in workers if w.instance_id != leader_id)
     assert leader.wait_http("/leader", 200, timeout=10)
+    deadline = time.monotonic() + 10   # another process: its first pass is seen on /healthz
+    while (leader.get("/healthz")[1].get("last_pass") or {}).get("term") != term:
+        assert time.monotonic() < deadline, "the leader never completed a pass"
+        time.sleep(0.05)
     code, text = leader.get("/metrics")
     assert code == 200
     for name in ("is_leader", "leader_changes_total", "term", "reconcile_duration_seconds_bucket",
@@ -132,9 +146,20 @@ def test_metrics_and_health_endpoints_use_the_contract_names(client, keys, etcd_
                  "lease_ttl_seconds", "etcd_errors_total", "last_etcd_contact_timestamp_seconds", "is_paused",
                  "build_info"):
         assert f"protection_worker_{name}" in text, name
-    assert "protection_worker_is_leader 1.0" in text
-    assert 'protection_worker_reconcile_runs_total{result="ok"}' in text
-    assert "protection_worker_is_leader 0.0" in follower.get("/metrics")[1]
+    # labelled series exist at zero from the start: values, not names, show the daemon keeps them
+    got = _samples(text)
+    assert got[("is_leader", ())] == 1 and got[("term", ())] == term
+    assert got[("reconcile_runs_total", (("result", "ok"),))] >= 1
+    assert got[("reconcile_duration_seconds_count", (("mode", "full"),))] >= 1
+    assert got[("writes_total", (("op", "create"),))] == len(expected)   # the first leader created them all
+    counts = collections.Counter(expected.values())
+    for state in ("unprotected", "protecting", "protected", "degraded"):
+        assert got[("clusters", (("state", state),))] == counts[state], state
+    assert 0 < got[("lease_ttl_seconds", ())] <= TTL
+    assert abs(got[("last_etcd_contact_timestamp_seconds", ())] - time.time()) < 5
+    followed = _samples(follower.get("/metrics")[1])
+    assert followed[("is_leader", ())] == 0 and followed[("term", ())] == term
+    assert followed[("writes_total", (("op", "create"),))] == 0
     for worker in workers:
         assert worker.get("/healthz")[0] == 200
         assert worker.get("/readyz")[0] == 200

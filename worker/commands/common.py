@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any, Callable
 
-from worker.cli import EXIT_FAILED, EXIT_USAGE
+from worker.cli import EXIT_FAILED, EXIT_USAGE, fail
 from worker.config import Config, connect, load
 from worker.errors import ConfigError, WorkerError
 from worker.etcd.errors import EtcdError
@@ -21,11 +21,6 @@ from worker.protection.keys import Keys
 
 class UsageError(WorkerError):
     """Bad operator input (an id, a status): exit 2, nothing written."""
-
-
-def fail(message: str, code: int) -> int:
-    print(f"protection-worker: {message}", file=sys.stderr)
-    return code
 
 
 class _Stderr:

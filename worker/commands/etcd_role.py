@@ -14,7 +14,7 @@ from worker.errors import ConfigError, WorkerError
 
 @command("etcd-role", "print (or apply) the etcd user and role the worker needs: readwrite on its namespace only")
 def setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    config.add_arguments(parser)
+    config.add_arguments(parser, logs=False)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--print", action="store_true", dest="print_", help="print the etcdctl commands")
     what.add_argument("--apply", action="store_true", help="apply them with admin credentials (idempotent)")

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from worker import config
 from worker.cli import EXIT_FAILED, EXIT_OK, command
-from worker.commands.common import fail, run_with_client
+from worker.commands.common import UsageError, fail, run_with_client
 from worker.errors import WorkerError
 from worker.protection.keys import Keys
 
@@ -41,6 +41,7 @@ def drill_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
 
 def _drill(args: argparse.Namespace, client: Any, keys: Keys) -> int:
     from worker.ops.drill import run_drill
+    from worker.ops.measure import format_ms
     say = (lambda m: print(m, file=sys.stderr)) if args.json else print
     try:
         result = run_drill(client, keys, args.mode, timeout=args.timeout, use_signals=not args.revoke, say=say)
@@ -49,12 +50,17 @@ def _drill(args: argparse.Namespace, client: Any, keys: Keys) -> int:
 
     def human() -> None:
         print(f"{result['mode']}: {result['old_leader']} -> {result['new_leader']}: handover "
-              f"{result['handover_ms']:.1f} ms, leading after {result['leaderless_ms']:.1f} ms, first reconcile "
-              f"after {result['first_reconcile_ms']:.1f} ms; stale writes: {result['stale_writes']}; "
+              f"{format_ms(result['handover_ms'])}, leading {format_ms(result['leaderless_ms'])}, first reconcile "
+              f"{format_ms(result['first_reconcile_ms'])} (from the fault); stale writes: {result['stale_writes']}; "
               f"{'OK' if result['ok'] else 'FAILED'}")
+        for v in result.get("violations", []):
+            print(f"  {v['kind']}: {v['op']} {v['key']} at revision {v['revision']}")
 
     _emit(args, result, human)
+    if result["problem"]:
+        return fail(f"drill: {result['problem']}", EXIT_FAILED)
     return EXIT_OK if result["ok"] else EXIT_FAILED
+
 
 
 @command("audit", "check etcd's history: every protection write was made by the leader of its revision")
@@ -62,10 +68,17 @@ def audit_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
     config.add_arguments(parser)
     parser.add_argument("--since-rev", type=int, default=None, metavar="N",
                         help="first revision to check (default: the oldest etcd still retains)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--to-rev", type=int, default=None, metavar="N",
+                        help="last revision to check (default: the current one)")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     def handler(args: argparse.Namespace) -> int:
-        return run_with_client(args, lambda _cfg, client, keys: _audit(args, client, keys))
+        def check() -> None:
+            for flag, value in (("--since-rev", args.since_rev), ("--to-rev", args.to_rev)):
+                if value is not None and value < 1:
+                    raise UsageError(f"audit: {flag} must be a revision >= 1, got {value}")
+
+        return run_with_client(args, lambda _cfg, client, keys: _audit(args, client, keys), check=check)
 
     return handler
 
@@ -74,15 +87,15 @@ def _audit(args: argparse.Namespace, client: Any, keys: Keys) -> int:
     from worker.ops.audit import AuditCompactedError, audit, oldest_auditable_revision
     try:
         since = args.since_rev if args.since_rev is not None else oldest_auditable_revision(client, keys)
-        report = audit(client, keys, since)
+        report = audit(client, keys, since, args.to_rev)
     except AuditCompactedError as err:
         return fail(f"audit: {err} (etcd no longer retains that history)", EXIT_FAILED)
 
     def human() -> None:
         print(f"revisions {report.from_revision}..{report.to_revision}: {report.checked} protection writes "
-              f"checked, {len(report.violations)} violations")
+              f"(puts and deletes) checked, {len(report.violations)} violations")
         for v in report.violations:
-            print(f"  {v.key} at revision {v.revision}: term {v.term}, leader's term {v.leader_term}")
+            print(f"  {v.describe()}")
 
     _emit(args, report.to_json(), human)
     return EXIT_FAILED if report.violations else EXIT_OK
@@ -95,6 +108,13 @@ def _by() -> str:
         return socket.gethostname()
 
 
+def _leader_text(client: Any, keys: Keys) -> str:
+    """Who leads now, for the pause/resume message (the pause binds any leader, present or next)."""
+    from worker.concurrency import leader
+    now = leader(client, keys.election)
+    return "the leader" if now is None else f"the leader ({now.instance_id}, term {now.term})"
+
+
 @command("pause", "maintenance mode: the leader keeps leading but writes nothing until resumed")
 def pause_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     config.add_arguments(parser)
@@ -104,7 +124,7 @@ def pause_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
 
         def body(_cfg: Any, client: Any, keys: Keys) -> int:
             set_paused(client, keys, True, _by())
-            print("paused: the leader writes nothing until 'protection-worker resume'")
+            print(f"paused: {_leader_text(client, keys)} writes nothing until 'protection-worker resume'")
             return EXIT_OK
 
         return run_with_client(args, body)
@@ -121,7 +141,7 @@ def resume_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespac
 
         def body(_cfg: Any, client: Any, keys: Keys) -> int:
             set_paused(client, keys, False, _by())
-            print("resumed: the leader reconciles again")
+            print(f"resumed: {_leader_text(client, keys)} reconciles again")
             return EXIT_OK
 
         return run_with_client(args, body)
@@ -142,13 +162,13 @@ def switchover_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Name
 
 
 def _switchover(args: argparse.Namespace, client: Any, keys: Keys) -> int:
+    from worker.concurrency import leader
     from worker.control import clear_switchover, request_switchover
     from worker.daemon.candidate import find_candidate
-    from worker.ops.measure import current_leader
-    leader = current_leader(client, keys)
-    if leader is None:
+    now = leader(client, keys.election)
+    if now is None:
         return fail("switchover: no leader", EXIT_FAILED)
-    old_id, term = leader[0]["instance_id"], leader[1].create_revision
+    old_id, term = now.instance_id, now.term
     if args.to is not None:
         if args.to == old_id:
             return fail(f"switchover: {args.to} already leads", 2)
@@ -158,10 +178,9 @@ def _switchover(args: argparse.Namespace, client: Any, keys: Keys) -> int:
     deadline = time.monotonic() + args.timeout
     try:
         while time.monotonic() < deadline:
-            now = current_leader(client, keys)
-            if now is not None and now[1].create_revision != term and \
-                    (args.to is None or now[0]["instance_id"] == args.to):
-                print(f"switchover: {old_id} -> {now[0]['instance_id']} (term {now[1].create_revision})")
+            now = leader(client, keys.election)
+            if now is not None and now.term != term and (args.to is None or now.instance_id == args.to):
+                print(f"switchover: {old_id} -> {now.instance_id} (term {now.term})")
                 return EXIT_OK
             time.sleep(0.05)
     finally:

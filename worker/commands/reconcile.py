@@ -33,7 +33,7 @@ def reconcile_command(parser: argparse.ArgumentParser) -> Any:
     parser.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait to lead and to take the Mutex (default 30)")
     parser.add_argument("--page-size", type=int, default=1000, help=argparse.SUPPRESS)
-    add_arguments(parser)
+    add_arguments(parser, session=True)
     return _reconcile
 
 

@@ -13,7 +13,7 @@ from worker.errors import ConfigError
 
 @command("run", "the daemon: campaign, lead or observe, until SIGTERM/SIGINT")
 def setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    config.add_arguments(parser)
+    config.add_arguments(parser, session=True, daemon=True)
 
     def handler(args: argparse.Namespace) -> int:
         cfg = load_config_or_exit(args)

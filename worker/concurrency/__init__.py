@@ -18,13 +18,16 @@ from worker.concurrency.errors import (
     WaitTimeoutError,
 )
 from worker.concurrency.line import Candidate, candidates, leader
+from worker.concurrency.locker import Locker, new_locker
 from worker.concurrency.mutex import Mutex
 from worker.concurrency.observe import Observer
 from worker.concurrency.session import Session
-from worker.concurrency.stm import STM, Isolation, new_stm
+from worker.concurrency.stm import (STM, Isolation, new_stm, new_stm_read_committed, new_stm_repeatable,
+                                    new_stm_serializable)
 
 __all__ = [
-    "Candidate", "ConcurrencyError", "Election", "Isolation", "LockReleasedError", "LockedError", "Mutex",
+    "Candidate", "ConcurrencyError", "Election", "Isolation", "LockReleasedError", "LockedError", "Locker", "Mutex",
     "NoLeaderError", "NotLeaderError", "Observer", "STM", "STMAbortedError", "Session",
-    "SessionExpiredError", "WaitCancelledError", "WaitTimeoutError", "candidates", "leader", "new_stm",
+    "SessionExpiredError", "WaitCancelledError", "WaitTimeoutError", "candidates", "leader", "new_locker", "new_stm",
+    "new_stm_read_committed", "new_stm_repeatable", "new_stm_serializable",
 ]

@@ -25,12 +25,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyetcd.events import DeleteEvent
 
 from worker.concurrency.errors import SessionExpiredError, WaitCancelledError, WaitTimeoutError
 from worker.etcd import kv
 from worker.etcd.errors import CompactedError, EtcdTimeoutError, EtcdUnavailableError
-from worker.etcd.watch import Watch
+from worker.etcd.watch import DeleteEvent, Watch
+from worker.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from worker.concurrency.session import Session
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 #: how often a blocked wait looks at its cancel event and the session (events wake it at once)
 POLL = 0.05
+#: between reads while etcd is unreachable
+RETRY = RetryPolicy(initial=POLL, maximum=1.0)
 
 
 class Stop:
@@ -98,17 +100,17 @@ def wait_deletes(client: EtcdClient, prefix: str, max_create_rev: int, stop: Sto
 
     Returns the header of the last read (which found no such key).
     """
-    backoff = POLL
+    failures = 0
     while True:
         stop.check()
         try:
             resp = client.range(kv.last_create(prefix, max_create_revision=max_create_rev))
-        except (EtcdUnavailableError, EtcdTimeoutError):
+        except (EtcdUnavailableError, EtcdTimeoutError) as err:
             # etcd is restarting or unreachable: the lease decides (session.done), not one read
-            stop.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            failures += 1
+            stop.sleep(RETRY.wait(failures, err))
             continue
-        backoff = POLL
+        failures = 0
         if not resp.kvs:
             return resp.header
         # Go watches from the read's revision; the key existed at that revision, so its DELETE

@@ -18,16 +18,17 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
-from pyetcd.events import DeleteEvent, PutEvent
 
 from worker.etcd import kv
 from worker.etcd.errors import CompactedError, EtcdClosedError, EtcdTimeoutError, EtcdUnavailableError
-from worker.etcd.watch import Watch
+from worker.etcd.watch import DeleteEvent, PutEvent, Watch
+from worker.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from worker.etcd.client import EtcdClient
 
-_BACKOFF_MAX = 1.0
+#: between reads while etcd is unreachable
+RETRY = RetryPolicy(initial=0.05, maximum=1.0)
 
 
 class Observer:
@@ -45,7 +46,7 @@ class Observer:
         self._watch: Watch | None = None
         self._phase = "read"  # read -> first_put | leader -> read ...
         self._pending: collections.deque[tuple[Any, Any]] = collections.deque()
-        self._backoff = 0.05
+        self._failures = 0
         #: the header that came with the last ``KeyValue`` handed out
         self.header: Any = None
 
@@ -109,11 +110,12 @@ class Observer:
                 return
             try:
                 resp = self._client.range(kv.first_create(self._prefix))
-            except (EtcdUnavailableError, EtcdTimeoutError):
-                self._closed.wait(min(self._backoff, left if left is not None else self._backoff))
-                self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+            except (EtcdUnavailableError, EtcdTimeoutError) as err:
+                self._failures += 1
+                backoff = RETRY.wait(self._failures, err)
+                self._closed.wait(min(backoff, left if left is not None else backoff))
                 return
-            self._backoff = 0.05
+            self._failures = 0
             if resp.kvs:
                 leader = resp.kvs[0]
                 self._pending.append((resp.header, leader))

@@ -9,6 +9,8 @@ after the TTL and the next in line takes over. Differences from Go, each avoidin
 * Adopting an existing lease (Go's ``WithLease``) first asks etcd for its TTL, so the keepalive
   interval and deadline match the lease's, and a lease that no longer exists fails at once
   (``LeaseNotFoundError``) instead of yielding a session that is done a moment later.
+* Go's ``WithContext`` is ``cancel=``: a ``threading.Event`` whose setting orphans the session
+  (the keepalive stops, ``done`` is set, the lease is left to expire by its TTL).
 * ``close()`` revokes with a short timeout and never raises for an unreachable etcd: Go waits up
   to the TTL (60 s by default) for the revoke, a shutdown that hangs on a dead etcd for a minute.
 """
@@ -33,7 +35,8 @@ DEFAULT_TTL = 60
 class Session:
     """A lease (granted, or adopted with ``lease=``) kept alive at TTL/3 until closed or lost."""
 
-    def __init__(self, client: EtcdClient, ttl: int = DEFAULT_TTL, lease: int | None = None) -> None:
+    def __init__(self, client: EtcdClient, ttl: int = DEFAULT_TTL, lease: int | None = None,
+                 cancel: threading.Event | None = None) -> None:
         if ttl <= 0:  # Go's WithTTL: warn and keep the default
             log.warning("Session: TTL should be > 0, preserving default TTL %d", DEFAULT_TTL)
             ttl = DEFAULT_TTL
@@ -56,6 +59,16 @@ class Session:
         self.lost_reason: str | None = None
         self._closed = False
         self._keeper = LeaseKeeper(client, lease, ttl, on_lost=self._on_lost, granted_at=granted_at)
+        if cancel is not None:
+            threading.Thread(target=self._orphan_on, args=(cancel,), name=f"session-cancel {lease:x}",
+                             daemon=True).start()
+
+    def _orphan_on(self, cancel: threading.Event) -> None:
+        """Go's ``WithContext``: the context's end orphans the session (checked until it is done)."""
+        while not self.done.is_set():
+            if cancel.wait(0.05):
+                self.orphan()
+                return
 
     def _on_lost(self, reason: str) -> None:
         self.lost_reason = reason

@@ -201,3 +201,18 @@ def new_stm(client: Any, apply: Callable[[STM], Any], isolation: Isolation = Iso
         resp = stm._commit()
         if resp is not None:
             return resp
+
+
+def new_stm_repeatable(client: Any, apply: Callable[[STM], Any], abort: threading.Event | None = None) -> Any:
+    """new_stm_repeatable is Go's ``NewSTMRepeatable``: ``new_stm`` with repeatable reads."""
+    return new_stm(client, apply, isolation=Isolation.REPEATABLE_READS, abort=abort)
+
+
+def new_stm_serializable(client: Any, apply: Callable[[STM], Any], abort: threading.Event | None = None) -> Any:
+    """new_stm_serializable is Go's ``NewSTMSerializable``: ``new_stm`` with serializable reads."""
+    return new_stm(client, apply, isolation=Isolation.SERIALIZABLE, abort=abort)
+
+
+def new_stm_read_committed(client: Any, apply: Callable[[STM], Any], abort: threading.Event | None = None) -> Any:
+    """new_stm_read_committed is Go's ``NewSTMReadCommitted``: ``new_stm`` with read committed."""
+    return new_stm(client, apply, isolation=Isolation.READ_COMMITTED, abort=abort)

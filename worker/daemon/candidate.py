@@ -1,24 +1,22 @@
 """A candidacy: one session, its campaign and its view of the leader — and nothing else.
 
-As in client-go's ``leaderelection``, the elector knows nothing of what leading means: it reports
-to the main loop through a queue (``queued`` once our key is in line, ``elected``, ``leader``
-changes, ``lease_lost``, ``campaign_failed``), and the main loop decides. Each candidacy carries a
-generation number so a late report from an abandoned session is recognised and ignored.
+As in client-go's ``leaderelection``, the elector knows nothing of what leading means: it posts
+events to the main loop's queue (``Queued`` once our key is in line, ``Elected``, ``LeaderSeen``,
+``LeaseLost``, ``CampaignFailed``), and the main loop decides. Each candidacy carries a
+generation number so a late event from an abandoned session is recognised and ignored.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 
-from worker.concurrency import Election, Session
+from worker.concurrency import Candidate, Election, Session, candidates
 from worker.concurrency.errors import SessionExpiredError, WaitCancelledError
-from worker.daemon.identity import parse_identity
-from worker.etcd import kv
+from worker.daemon.events import CampaignFailed, Elected, Event, LeaderSeen, LeaseLost, Queued
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdClosedError, EtcdError, LeaseNotFoundError
 from worker.errors import WorkerError
@@ -26,25 +24,16 @@ from worker.errors import WorkerError
 log = structlog.get_logger("worker.daemon")
 
 
-@dataclass(frozen=True)
-class Report:
-    """One thing a background thread tells the main loop."""
-
-    kind: str
-    generation: int
-    data: Any = None
-
-
 class Candidacy:
     """Campaign with ``value`` on ``prefix`` under a fresh session of ``ttl`` seconds."""
 
-    def __init__(self, client: EtcdClient, prefix: str, ttl: int, value: str, reports: queue.Queue[Report],
+    def __init__(self, client: EtcdClient, prefix: str, ttl: int, value: str, events: queue.Queue[Event],
                  generation: int) -> None:
         self.generation = generation
         self.session = Session(client, ttl=ttl)
         self.election = Election(self.session, prefix)
         self.value = value
-        self._reports = reports
+        self._events = events
         self._cancel = threading.Event()
         self._observer: Any = None
         self._threads = [threading.Thread(target=self._campaign, name=f"campaign-{generation}", daemon=True),
@@ -53,19 +42,19 @@ class Candidacy:
         for thread in self._threads:
             thread.start()
 
-    def _report(self, kind: str, data: Any = None) -> None:
-        self._reports.put(Report(kind, self.generation, data))
+    def _post(self, make: Callable[..., Event], *args: Any) -> None:
+        self._events.put(make(self.generation, *args))
 
     def _campaign(self) -> None:
         try:
-            self.election.campaign(self.value, cancel=self._cancel, on_queued=lambda: self._report("queued"))
+            self.election.campaign(self.value, cancel=self._cancel, on_queued=lambda: self._post(Queued))
         except (WaitCancelledError, SessionExpiredError, EtcdClosedError):
             return  # cancelled by us, or the lease report says the rest
         except WorkerError as err:
             if not self._cancel.is_set():
-                self._report("campaign_failed", err)
+                self._post(CampaignFailed, err)
             return
-        self._report("elected", (self.election.key, self.election.rev))
+        self._post(Elected)
 
     def _observe(self) -> None:
         # the observer is bookkeeping (/status, metrics); at a handover it steps aside for 50 ms so
@@ -77,12 +66,12 @@ class Candidacy:
             except EtcdError:
                 return
             if leader is not None:
-                self._report("leader", leader)
+                self._post(LeaderSeen, leader)
 
     def _watch_lease(self) -> None:
         self.session.done.wait()
         if self.session.lost and not self._cancel.is_set():
-            self._report("lease_lost", self.session.lost_reason)
+            self._post(LeaseLost, self.session.lost_reason or "lease lost")
 
     @property
     def key(self) -> str:
@@ -111,14 +100,10 @@ class Candidacy:
                 thread.join(timeout=1.0)
 
 
-def find_candidate(client: EtcdClient, keys: Any, instance_id: str) -> Any:
-    """The election key of the candidate that proclaims ``instance_id`` (None if not in line)."""
-    prefix = keys.election + "/"
-    resp = client.range(kv.range_request(prefix, prefix=True, sort_target="create", sort_order="ascend"))
-    for item in resp.kvs:
-        if parse_identity(item.value).get("instance_id") == instance_id:
-            return item
-    return None
+def find_candidate(client: EtcdClient, keys: Any, instance_id: str) -> Candidate | None:
+    """The candidate in line that proclaims ``instance_id`` (None if not in line)."""
+    _, line = candidates(client, keys.election)
+    return next((c for c in line if c.instance_id == instance_id), None)
 
 
 class StaleLeases:

@@ -1,5 +1,5 @@
 """Every instance follows ``{ns}/control/`` (pause, switchover) on one watch stream, re-reading the
-controls after each change and reporting them to the main loop."""
+controls after each change (and after every reconnect of the stream) and posting them to the main loop."""
 
 from __future__ import annotations
 
@@ -7,52 +7,49 @@ import queue
 import threading
 
 from worker.control import read_controls
-from worker.daemon.candidate import Report
+from worker.daemon.events import ControlsChanged, Event
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient
-from worker.etcd.errors import EtcdClosedError, EtcdError, PermissionDeniedError
+from worker.etcd.errors import EtcdClosedError, EtcdError
 from worker.etcd.watch import Watch
 from worker.protection.keys import Keys
+from worker.retry import DEFAULT, RetryPolicy
 
 
 class ControlWatcher:
     """``denied_wait``: seconds between attempts while etcd refuses us permission (the daemon
     reports that once and is unhealthy meanwhile; asking again and again would only hammer etcd)."""
 
-    def __init__(self, client: EtcdClient, keys: Keys, reports: queue.Queue[Report],
-                 denied_wait: float = 10.0) -> None:
-        self._denied_wait = denied_wait
+    def __init__(self, client: EtcdClient, keys: Keys, events: queue.Queue[Event],
+                 denied_wait: float = 10.0, retry: RetryPolicy = DEFAULT) -> None:
+        self._retry = retry.with_refused(denied_wait)
         self._client = client
         self._keys = keys
-        self._reports = reports
+        self._events = events
         self._stop = threading.Event()
         self._watch: Watch | None = None
         self._thread = threading.Thread(target=self._run, name="control-watch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        backoff = 0.1
+        attempt = 0
         while not self._stop.is_set():
-            denied = False
             try:
                 controls = read_controls(self._client, self._keys)
-                self._reports.put(Report("control", -1, controls))
+                self._events.put(ControlsChanged(controls))
                 self._watch = Watch(self._client, self._keys.control, range_end=kv.prefix_end(self._keys.control),
                                     start_revision=controls.revision + 1)
                 for _response in self._watch:
-                    self._reports.put(Report("control", -1, read_controls(self._client, self._keys)))
-                    backoff = 0.1
+                    self._events.put(ControlsChanged(read_controls(self._client, self._keys)))
+                    attempt = 0
             except EtcdClosedError:
                 return
-            except PermissionDeniedError:
-                denied = True
-            except EtcdError:
-                pass  # compacted, unavailable: read again after a pause
+            except EtcdError as err:  # compacted, unavailable, refused: read again after a pause
+                attempt += 1
+                self._stop.wait(self._retry.wait(attempt, err))
             finally:
                 if self._watch is not None:
                     self._watch.close()
-            self._stop.wait(self._denied_wait if denied else backoff)
-            backoff = min(backoff * 2, 2.0)
 
     def close(self) -> None:
         self._stop.set()

@@ -1,10 +1,22 @@
-"""One term of leadership: take the Mutex, reconcile everything, then follow the inputs.
+"""One term of leadership, a sub-state of the daemon: take the Mutex, reconcile everything, then
+follow the inputs; ``run()`` returns why the term ended.
 
-The term runs on the main thread until a reason to step down: the lease is lost, our election
-key is deleted by someone else, a fenced write fails, the lease deadline comes too close to write
-safely, or the process is asked to stop. Every write is fenced by the reconcile pass (election key
-create revision == term, Mutex ownership), so even a leader that wakes from SIGSTOP after its lease
-expired cannot write: its first transaction fails its compare and the term ends.
+The term runs on the main thread and takes the daemon's events from the same queue until a reason
+to step down: the lease is lost or no longer certainly alive by our clock (``LeaseDeadline``), our
+election key is deleted, a fenced write fails, a switchover, or a stop. Every write is fenced
+(election key create revision == term, Mutex ownership, the pause key absent), so even a leader
+that wakes from SIGSTOP after its lease expired cannot write.
+
+Pause: the controls are read afresh when the term starts (never a copy from an earlier term) and
+after every failed etcd request; while paused, passes plan only. A write refused by the pause
+alone (``PausedError``) does not end the term. On resume a full pass catches up.
+While paused, the passes are dry runs (they plan, so ``/status`` and the gauges stay true).
+
+Changes never wait behind a full pass: the pass's progress callback (after each page read and
+each write transaction) drains the queue and reconciles the changed ids incrementally, with the
+same fence, before the full pass goes on; the ids so handled are reconciled once more after it
+(a full-pass write made from inputs read before the change is then corrected, or was skipped
+as a conflict). An incremental pass never starts another from its own callback.
 """
 
 from __future__ import annotations
@@ -16,317 +28,306 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import structlog
-from pyetcd.events import DeleteEvent
 
-from worker.concurrency import Mutex
-from worker.control import Controls, clear_switchover
-from worker.concurrency.errors import SessionExpiredError, WaitCancelledError
-from worker.daemon import logs
-from worker.daemon.candidate import Candidacy, Report
-from worker.daemon.metrics import Metrics
-from worker.daemon.state import LEADER, DaemonState
-from worker.etcd import kv
+from worker.control import Controls, clear_switchover, read_controls
+from worker.daemon.candidate import Candidacy
+from worker.daemon.core import Core
+from worker.daemon.events import (ControlsChanged, Elected, Event, InputsChanged, KeyDeleted, LeaderSeen,
+                                  LeaseDeadline, LeaseLost, Queued, Reload, Stop, WatchFailed, Wedge)
+from worker.daemon.pass_book import PassBook
+from worker.daemon.term_lock import ReconcileLock
+from worker.daemon.term_threads import DeadlineTimer, TermWatches
 from worker.etcd.client import EtcdClient
-from worker.etcd.errors import CompactedError, EtcdClosedError, EtcdError, PermissionDeniedError
-from worker.etcd.watch import Watch
+from worker.etcd.errors import EtcdError, PermissionDeniedError
 from worker.protection.keys import Keys
 from worker.protection.reconcile import (Fence, FenceLostError, PassResult, PausedError, full_pass, incremental_pass,
                                         leader_fence)
+from worker.retry import RetryPolicy
 
 log = structlog.get_logger("worker.daemon")
 
 #: how long changes are gathered after the first one before an incremental pass (batches bursts)
 DEBOUNCE = 0.01
+#: the longest the idle loop waits for an event before it beats again
+TICK = 0.5
 
 
 @dataclass
-class LeadContext:
+class TermContext:
     """What a term needs from the daemon around it."""
 
     client: EtcdClient
     keys: Keys
-    state: DaemonState
-    metrics: Metrics
-    reports: queue.Queue[Report]
+    core: Core
+    events: queue.Queue[Event]
     stop: threading.Event
     interval: Callable[[], float]
-    request_timeout: float
-    tick: Callable[[], None]
+    #: leadership ends this long before the lease deadline (one request timeout)
+    margin: float
+    beat: Callable[[], None]
     on_leader: Callable[[Any], None]
-    controls: Callable[[], Controls]
     #: re-read the config file; True when the change needs a new connection (the term ends)
     reload: Callable[[], bool]
+    retry: RetryPolicy
     #: told when etcd refused a permission (the daemon blocks after the term)
     denied: Callable[[PermissionDeniedError], None] = lambda _err: None
 
 
 class StepDown(Exception):
-    """Leadership ends; ``args[0]`` says why (logged and counted by the caller)."""
+    """Leadership ends; ``args[0]`` says why."""
+
+    partial: PassResult | None = None
 
 
 class LeaderTerm:
-    def __init__(self, ctx: LeadContext, candidacy: Candidacy) -> None:
+    def __init__(self, ctx: TermContext, candidacy: Candidacy) -> None:
         self.ctx = ctx
         self.candidacy = candidacy
         self.term = candidacy.term
-        self.mutex = Mutex(candidacy.session, ctx.keys.lock)
-        self._watches: list[Watch] = []
-        self._threads: list[threading.Thread] = []
+        self.state = ctx.core.state
+        self.lock = ReconcileLock(candidacy.session, ctx.keys.lock, candidacy.key, self.term)
+        self.book = PassBook(ctx.core.metrics, self.state, ctx.keys, self.term)
+        self.watches = TermWatches(ctx.client, ctx.keys, candidacy.key, self.term, ctx.events, candidacy.generation)
+        self.timer: DeadlineTimer | None = None
+        self.fence: Fence | None = None
         self.first_pass_done = threading.Event()
         self._rewatch = False
+        self._nested = False          # an incremental pass runs inside a full pass's callback
+        self._in_full = False
+        self._interleaved: set[str] = set()
+        self._pending: set[str] = set()   # changes seen while paused, or mid-callback
 
     # -- the term -----------------------------------------------------------------------------
     def run(self) -> str:
         """Lead until a reason to stop; returns the reason. Never leaves the Mutex behind."""
-        ctx = self.ctx
+        ctx, session = self.ctx, self.candidacy.session
         try:
-            self._lock()
+            why = self.lock.take(cancel=ctx.stop)
+            if why is not None:
+                raise StepDown(why)
             fence = leader_fence(ctx.keys, term=self.term, election_key=self.candidacy.key,
-                                 owner=self.mutex.is_owner(), lease=self.candidacy.session.lease,
-                                 instance_id=ctx.state.instance_id, guard=self._guard)
-            ctx.state.holds_lock = True
-            self._apply_controls(ctx.controls())
+                                 owner=self.lock.is_owner(), lease=session.lease,
+                                 instance_id=self.state.instance_id, guard=self._guard)
+            self.fence = fence
+            self.state.margin = ctx.margin
+            self.state.lease_deadline = lambda: 0.0 if session.done.is_set() else session.deadline
+            self.timer = DeadlineTimer(session, ctx.margin, self._deadline_passed, self.candidacy.generation)
+            ctx.core.transition(holds_lock=True)
+            self._read_controls()  # afresh: never a copy from before this term
             result = self._pass(fence, None)
             self.first_pass_done.set()
-            self._start_watches(result.revision + 1)
+            self.watches.start(result.revision + 1)
             last_full = time.monotonic()
             while True:
-                ctx.tick()
-                next_full = last_full + ctx.interval()  # read each time: SIGHUP may change it
-                timeout = max(0.0, min(next_full - time.monotonic(), 0.5))
+                ctx.beat()
+                timeout = max(0.0, min(last_full + ctx.interval() - time.monotonic(), TICK))
                 changed = self._wait(timeout)
-                if changed:
+                if changed:  # while paused: a dry run (plans, so /status stays true; writes nothing)
                     self._pass(fence, changed)
                 if self._rewatch or time.monotonic() >= last_full + ctx.interval():
-                    result = self._pass(fence, None)
+                    result = self._full(fence)
                     last_full = time.monotonic()
                 if self._rewatch:
                     self._rewatch = False
-                    self._stop_watches()
-                    self._start_watches(result.revision + 1)
+                    self.watches.stop()
+                    self.watches.start(result.revision + 1)
         except StepDown as why:
             return str(why.args[0])
         finally:
-            ctx.state.holds_lock = False
+            self.state.lease_deadline = None  # leading() is false from here; the daemon's transition follows
+            if self.timer is not None:
+                self.timer.close()
             # release first, tidy up after: the next leader waits on these keys, not on our threads
-            if ctx.stop.is_set():
-                self._hand_over()
-            else:
-                self._unlock()
-            self._stop_watches()
+            self.lock.release(hand_over=ctx.stop.is_set())
+            self.watches.stop()
 
-    def _lock(self) -> None:
-        try:
-            self.mutex.lock(cancel=self.ctx.stop)
-        except WaitCancelledError:
-            raise StepDown("stopping") from None
-        except SessionExpiredError:
-            raise StepDown("lease lost while waiting for the reconcile lock") from None
-        except EtcdError as err:
-            raise StepDown(f"could not take the reconcile lock: {err}") from err
-
-    def _hand_over(self) -> None:
-        """Graceful exit: delete the Mutex key and our election key in ONE transaction, so the
-        next candidate's wait ends after a single round trip (its Mutex is then free at once)."""
-        if not self.mutex.key or self.mutex.key == "\x00":
-            return
-        try:
-            self.ctx.client.txn(kv.txn_request(
-                [kv.cmp_create(self.candidacy.key, "=", self.term)],
-                [kv.op_delete(self.mutex.key), kv.op_delete(self.candidacy.key)],
-                [kv.op_delete(self.mutex.key)]))
-        except EtcdError:
-            self._unlock()  # the lease revoke that follows removes the keys anyway
-
-    def _unlock(self) -> None:
-        try:
-            self.mutex.unlock()
-        except Exception:  # noqa: BLE001 - released already, or the lease removes the key
-            pass
+    def _deadline_passed(self, event: Event) -> None:
+        """The timer's thread: STATUS follows at once (/leader and is_leader compute it), the term
+        ends when the loop takes the event."""
+        self.ctx.events.put(event)
+        self.ctx.core.refresh_status()
 
     def _guard(self) -> None:
-        """Checked before every write: stop while the lease is certainly alive for one more request."""
+        """Checked before every write: stop unless the lease is certainly alive for one more request."""
         if self.ctx.stop.is_set():
             raise StepDown("stopping")
-        remaining = self.candidacy.session.remaining()
-        if remaining <= self.ctx.request_timeout:
+        if not self.state.leading():
+            remaining = self.candidacy.session.remaining()
             raise StepDown(f"lease deadline too close to write ({remaining:.2f} s left)")
 
     # -- passes -------------------------------------------------------------------------------
+    def _full(self, fence: Fence) -> PassResult:
+        """A full pass with changes interleaved; then the ids changed meanwhile, once more."""
+        self._interleaved.clear()
+        self._in_full = True
+        try:
+            result = self._pass(fence, None)
+        finally:
+            self._in_full = False
+        again = self._interleaved | self._pending
+        self._interleaved, self._pending = set(), set()
+        if again:
+            self._pass(fence, again)
+        return result
+
     def _pass(self, fence: Fence, ids: set[str] | None) -> PassResult:
         mode = "full" if ids is None else "incremental"
-        ctx = self.ctx
-        started = time.monotonic()
+        ctx, attempt = self.ctx, 0
         while True:
             self._guard()
+            started = time.monotonic()
+            dry = self.state.paused  # maintenance: plan (so /status and the gauges stay true), write nothing
             try:
-                # maintenance mode: plan (so /status and the gauges stay true) but write nothing
-                dry = ctx.state.paused
-                result = (full_pass(ctx.client, ctx.keys, fence, dry_run=dry) if ids is None
-                          else incremental_pass(ctx.client, ctx.keys, fence, ids, dry_run=dry))
+                result = (full_pass(ctx.client, ctx.keys, fence, dry_run=dry, progress=self._progress)
+                          if ids is None else
+                          incremental_pass(ctx.client, ctx.keys, fence, ids, dry_run=dry, progress=self._progress))
             except PausedError as err:
-                # the pause key exists (the fence compares its absence): nothing more was written,
-                # the term goes on, and passes plan only until ``resume``
-                log.warning("paused", revision=err.revision, written_before=err.written)
-                ctx.state.paused = True
-                ctx.metrics.set_paused(True)
+                self.book.ended_early(mode, "ok", started, getattr(err, "partial", None), getattr(err, "refused", 0))
+                ctx.core.transition(paused=True, why=f"pause key found at revision {err.revision}")
+                if ids is not None:
+                    self._pending |= ids
                 return PassResult(mode=mode, dry_run=True, revision=err.revision, writes=err.written)
             except FenceLostError as err:
-                ctx.metrics.observe_pass(mode, "fenced", time.monotonic() - started, {})
-                ctx.metrics.fenced_write()
-                log.warning("fenced_write", mode=mode, error=str(err))
+                self.book.ended_early(mode, "fenced", started, getattr(err, "partial", None),
+                                      getattr(err, "refused", 0))
+                log.warning("fenced_write", mode=mode, error=str(err), refused=getattr(err, "refused", 0))
                 raise StepDown(f"fence lost: {err}") from err
+            except StepDown as err:
+                # the lease guard, the deadline, a stop, a switchover: landed writes still count
+                self.book.ended_early(mode, "fenced", started, getattr(err, "partial", None))
+                raise
             except PermissionDeniedError as err:
                 # retrying cannot fix a role that lacks the permission: step down, said once
-                ctx.metrics.observe_pass(mode, "error", time.monotonic() - started, {})
-                ctx.denied(err)  # the daemon says it once, naming the key ("permission_denied")
+                self.book.ended_early(mode, "error", started, getattr(err, "partial", None))
+                ctx.denied(err)
                 raise StepDown("etcd refused a permission") from err
             except EtcdError as err:
-                ctx.metrics.observe_pass(mode, "error", time.monotonic() - started, {})
-                log.warning("reconcile_failed", mode=mode, error=str(err), kind=err.kind)
-                self._sleep(0.2)
+                self.book.ended_early(mode, "error", started, getattr(err, "partial", None))
+                attempt += 1
+                log.warning("reconcile_failed", mode=mode, error=str(err), kind=err.kind, attempt=attempt)
+                self._sleep(ctx.retry.wait(attempt, err))
+                self._read_controls_quietly()  # after a failure (a reconnect, maybe): controls afresh
                 continue
-            ctx.metrics.observe_pass(mode, "ok", result.duration, {} if result.dry_run else writes_by_op(result))
-            ctx.state.last_pass = {"mode": mode, "term": self.term, "revision": result.revision,
-                                   "finished_at": time.time(), "duration": round(result.duration, 6),
-                                   "writes": result.writes}
-            if ids is None:
-                ctx.metrics.set_states(result.states)
-                ctx.metrics.set_invalid(len(result.invalid))
+            self.book.finished(result, ids)
             if result.writes or ids is None:
                 log.info("reconcile_pass", mode=mode, revision=result.revision, seen=result.seen,
                          created=result.created, updated=result.updated, recreated=result.recreated,
                          deleted=result.deleted, unchanged=result.unchanged, invalid=len(result.invalid),
-                         writes=result.writes, txns=result.txns, duration=round(result.duration, 4),
-                         paused=result.dry_run)
+                         writes=result.writes, txns=result.txns, conflicts=result.conflicts,
+                         duration=round(result.duration, 4), paused=result.dry_run)
             return result
 
-    def _sleep(self, seconds: float) -> None:
-        if self.ctx.stop.wait(seconds):
-            raise StepDown("stopping")
+    def _progress(self) -> None:
+        """A page read or a transaction answered: beat, and reconcile changes that came meanwhile."""
+        self.ctx.beat()
+        if self._nested:
+            return  # never an incremental pass from an incremental pass's callback
+        changed = self._drain()
+        if not (self._in_full and changed):
+            self._pending |= changed
+            return
+        self._nested = True
+        try:
+            self._pass(self.fence, changed)
+            self._interleaved |= changed
+        finally:
+            self._nested = False
 
-    # -- reports from watches and the candidacy -----------------------------------------------
-    def _wait(self, timeout: float) -> set[str]:
-        """Gather changed ids (debounced) or act on a report; returns the ids to reconcile."""
+    def _drain(self) -> set[str]:
         changed: set[str] = set()
-        deadline = None
+        while True:
+            try:
+                event = self.ctx.events.get_nowait()
+            except queue.Empty:
+                return changed
+            self._handle(event, changed)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.ctx.beat()
+            if self.ctx.stop.wait(min(TICK, max(0.0, end - time.monotonic()))):
+                raise StepDown("stopping")
+            self._guard()
+
+    # -- events -------------------------------------------------------------------------------
+    def _wait(self, timeout: float) -> set[str]:
+        """Gather changed ids (debounced) or act on an event; returns the ids to reconcile."""
+        changed, self._pending = self._pending, set()
+        deadline = time.monotonic() + DEBOUNCE if changed else None
         while True:
             left = timeout if deadline is None else deadline - time.monotonic()
             try:
-                report = self.ctx.reports.get(timeout=max(0.0, left))
+                event = self.ctx.events.get(timeout=max(0.0, left))
             except queue.Empty:
                 return changed
-            self._handle(report, changed)
+            self._handle(event, changed)
             if changed and deadline is None:
                 deadline = time.monotonic() + DEBOUNCE
 
-    def _handle(self, report: Report, changed: set[str]) -> None:
-        if report.kind == "stop":
-            raise StepDown("stopping")
-        if report.kind == "control":
-            self._apply_controls(report.data)
-            return
-        if report.kind == "reload":
-            if self.ctx.reload():
-                raise StepDown("config reload: reconnecting")
-            return
-        if report.generation != self.candidacy.generation:
-            return  # from an earlier session
-        if report.kind == "changed":
-            changed.update(report.data)
-        elif report.kind == "lease_lost":
-            raise StepDown(f"lease lost: {report.data}")
-        elif report.kind == "key_deleted":
-            raise StepDown("our election key was deleted")
-        elif report.kind == "watch_failed":
-            # compacted past our position (or refused): the history has a hole, so re-read all
-            log.warning("input_watch_lost", error=str(report.data))
-            self._rewatch = True
-        elif report.kind == "leader":
-            # only bookkeeping: an observer's read can predate our own election, so the fence
-            # and the watch on our key, not this report, decide whether we still lead
-            self.ctx.on_leader(report.data)
+    def _handle(self, event: Event, changed: set[str]) -> None:
+        gen = self.candidacy.generation
+        match event:
+            case Stop():
+                raise StepDown("stopping")
+            case ControlsChanged(controls):
+                self._apply_controls(controls)
+            case Reload():
+                if self.ctx.reload():
+                    raise StepDown("config reload: reconnecting")
+            case Wedge(release):
+                release.wait()
+            case InputsChanged(g, ids) if g == gen:
+                changed.update(ids)
+            case LeaseLost(g, reason) if g == gen:
+                raise StepDown(f"lease lost: {reason}")
+            case LeaseDeadline(g) if g == gen:
+                raise StepDown(f"lease no longer certainly alive ({self.candidacy.session.remaining():.2f} s "
+                               f"left, margin {self.ctx.margin:.2f} s)")
+            case KeyDeleted(g) if g == gen:
+                raise StepDown("our election key was deleted")
+            case WatchFailed(g, err) if g == gen:
+                log.warning("input_watch_lost", error=str(err))
+                self._rewatch = True  # the history has a hole: read everything again
+            case LeaderSeen(g, leader) if g == gen:
+                # bookkeeping only: the fence and the lease clock, not this, decide whether we lead
+                self.ctx.on_leader(leader)
+            case Queued() | Elected() | InputsChanged() | LeaseLost() | LeaseDeadline() | KeyDeleted() \
+                    | WatchFailed() | LeaderSeen():
+                pass  # of an earlier generation
+
+    def _read_controls(self) -> None:
+        attempt = 0
+        while True:
+            self._guard()
+            try:
+                self._apply_controls(read_controls(self.ctx.client, self.ctx.keys))
+                return
+            except PermissionDeniedError as err:
+                self.ctx.denied(err)
+                raise StepDown("etcd refused a permission") from err
+            except EtcdError as err:
+                attempt += 1
+                self._sleep(self.ctx.retry.wait(attempt, err))
+
+    def _read_controls_quietly(self) -> None:
+        try:
+            self._apply_controls(read_controls(self.ctx.client, self.ctx.keys))
+        except EtcdError:
+            pass  # the next attempt of the pass will say what is wrong
 
     def _apply_controls(self, controls: Controls) -> None:
         """Pause (dry-run passes) and switchover (hand over to the next in line, or to ``to``)."""
-        state = self.ctx.state
-        if controls.paused != state.paused:
-            log.warning("paused" if controls.paused else "resumed")
+        if controls.paused != self.state.paused:
             if not controls.paused:
                 self._rewatch = True  # catch up: a full pass now (the paused passes wrote nothing)
-        state.paused = controls.paused
-        self.ctx.metrics.set_paused(controls.paused)
+            self.ctx.core.transition(paused=controls.paused)
         sw = controls.switchover
         if sw is None or not sw.active:
             return
-        me = state.instance_id
+        me = self.state.instance_id
         if sw.to == me or (sw.to is None and sw.from_term != self.term):
             clear_switchover(self.ctx.client, self.ctx.keys)  # done: we are what was asked for
             log.info("switchover_done", to=sw.to, from_term=sw.from_term)
         elif sw.to is not None or sw.from_term == self.term:
             raise StepDown(f"switchover requested (to {sw.to or 'the next in line'})")
-
-    def _start_watches(self, revision: int) -> None:
-        keys = self.ctx.keys
-        for prefix in (keys.clusters, keys.dr):
-            watch = Watch(self.ctx.client, prefix, range_end=kv.prefix_end(prefix), start_revision=revision)
-            self._spawn(self._forward_changes, watch, prefix)
-        own = Watch(self.ctx.client, self.candidacy.key, start_revision=self.term + 1)
-        self._spawn(self._forward_key_delete, own)
-
-    def _spawn(self, target: Callable[..., None], watch: Watch, *args: Any) -> None:
-        self._watches.append(watch)
-        thread = threading.Thread(target=target, args=(watch, *args), daemon=True,
-                                  name=f"watch-{self.term}")
-        self._threads.append(thread)
-        thread.start()
-
-    def _post(self, kind: str, data: Any = None) -> None:
-        self.ctx.reports.put(Report(kind, self.candidacy.generation, data))
-
-    def _forward_changes(self, watch: Watch, prefix: str) -> None:
-        try:
-            for response in watch:
-                ids = {Keys.id_of(e.key, prefix) for e in response.events}
-                if ids:
-                    self._post("changed", ids)
-        except CompactedError as err:
-            self._post("watch_failed", err)
-        except EtcdClosedError:
-            pass
-        except EtcdError as err:
-            self._post("watch_failed", err)
-
-    def _forward_key_delete(self, watch: Watch) -> None:
-        try:
-            for response in watch:
-                if any(isinstance(e, DeleteEvent) for e in response.events):
-                    self._post("key_deleted")
-                    return
-        except EtcdError:
-            pass  # the lease keeper and the fence still guard the term
-
-    def _stop_watches(self) -> None:
-        for watch in self._watches:
-            watch.close()
-        for thread in self._threads:
-            thread.join(timeout=1.0)
-        self._watches.clear()
-        self._threads.clear()
-
-
-def writes_by_op(result: PassResult) -> dict[str, int]:
-    """``writes_total`` labels: a recreate is one delete and one create."""
-    return {"create": result.created + result.recreated, "update": result.updated,
-            "delete": result.deleted + result.recreated}
-
-
-def set_leading(state: DaemonState, metrics: Metrics, term: int | None) -> None:
-    """Role bookkeeping shared by term start and end: state, metrics, and the log's ``term``."""
-    state.term = term
-    state.role = LEADER if term is not None else state.role
-    metrics.set_leader(term is not None, term)
-    if term is None:
-        logs.clear_term()
-    else:
-        logs.set_term(term)

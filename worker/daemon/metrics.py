@@ -84,6 +84,9 @@ class Metrics:
         self._lock = threading.Lock()
         self._last_term: int | None = None
         self._states_seen: set[str] = set(STATES)
+        self.etcd_server_info = Gauge(p + "etcd_server_info", "etcd server version seen at connect (always 1); "
+                                      "known_bad=\"true\" for a known-bad release (3.5.0-3.5.2)",
+                                      ["version", "known_bad"], registry=r)
 
     def set_leader(self, leading: bool, term: int | None) -> None:
         """This instance's role and the current leader's term (None: no leader known).
@@ -135,3 +138,8 @@ class Metrics:
     def etcd_contact(self, when: float | None = None) -> None:
         """Record a successful etcd response (now, unless ``when`` is given as Unix time)."""
         self.last_etcd_contact.set(time.time() if when is None else when)
+
+    def set_etcd_version(self, version: str, known_bad: bool) -> None:
+        """The etcd server's version (one series: a reconnect to another version replaces it)."""
+        self.etcd_server_info.clear()
+        self.etcd_server_info.labels(version=version, known_bad="true" if known_bad else "false").set(1)

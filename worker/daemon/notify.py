@@ -52,8 +52,9 @@ class Notifier:
         self._wd = _WatchDog(addr=self._addr) if self._addr else None
         usec = watchdog_usec(env) if self._addr else None
         self.watchdog_timeout: float | None = usec / 1e6 if usec else None
-        #: how often ``watchdog()`` actually pings: half the timeout, as sd_watchdog_enabled(3) advises
-        self.watchdog_interval: float | None = self.watchdog_timeout / 2 if self.watchdog_timeout else None
+        #: how often ``watchdog()`` actually pings at most: a quarter of the timeout (progress calls it
+        #: on every page and batch; sd_watchdog_enabled(3) asks for at least every half)
+        self.watchdog_interval: float | None = self.watchdog_timeout / 4 if self.watchdog_timeout else None
         self._clock = clock
         self._last_ping: float | None = None
         self._failed = False
@@ -92,7 +93,7 @@ class Notifier:
         return self._send(lambda wd: wd.stopping(), "STOPPING")
 
     def watchdog(self, force: bool = False) -> bool:
-        """``WATCHDOG=1`` if half the timeout passed since the last one (or ``force``); True if sent.
+        """``WATCHDOG=1`` if a quarter of the timeout passed since the last one (or ``force``); True if sent.
 
         Call it from the main loop only: a hung main loop must stop the pings so systemd kills it.
         """

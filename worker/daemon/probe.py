@@ -36,7 +36,7 @@ class DaemonProbe:
     def status(self) -> dict[str, Any]:
         """``status --json`` as this instance sees it, plus its own ``role``, ``term``, ``paused``."""
         daemon, state = self._daemon, self._daemon.state
-        own = {"instance_id": state.instance_id, "role": state.role, "term": state.term,
+        own = {"instance_id": state.instance_id, "role": state.shown_role(), "term": state.term,
                "paused": state.paused, "last_pass": state.last_pass,
                "etcd_requests": self.etcd_requests()}  # before this answer's own reads
         client = daemon.client

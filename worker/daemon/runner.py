@@ -1,11 +1,16 @@
-"""The daemon's main loop: connect, campaign, lead or follow, and step down — a small HA state machine.
+"""The daemon's main loop: connect, campaign, lead or follow, and step down — one state machine.
 
 One thread owns every decision (Patroni's idea: an HA loop over an abstract store): background
-threads (keepalive, campaign, observer, watches) only *report* into a queue, and this loop acts.
-It ticks at least twice a second, which is what ``/healthz`` and the systemd watchdog check: a loop
-that stops ticking for a TTL is declared dead, and systemd restarts the process.
+threads (keepalive, campaign, observer, watches, the lease-deadline timer, signals) only post
+typed events (``events.py``) into one queue, and this loop dispatches them with ``match``. Role,
+term, paused and blocked change only through ``Core.transition``. A term of leadership is a
+sub-state (``LeaderTerm.run``) that takes events from the same queue and returns why it ended.
 
-Signals only set events: SIGTERM/SIGINT stop (unlock, resign, revoke, exit 0: a follower leads
+Liveness is progress (``liveness.py``): the loop's ticks, each page read, each write
+transaction and each retry attempt beat; ``/healthz`` and WATCHDOG=1 follow the beats. etcd being
+unreachable never ends the process: the leader steps down and the loop keeps campaigning.
+
+Signals only post events: SIGTERM/SIGINT stop (unlock, resign, revoke, exit 0: a follower leads
 moments later), SIGHUP reloads the config file.
 """
 
@@ -20,17 +25,19 @@ import time
 from typing import Any
 
 import structlog
-import tenacity
 
 from worker import config as config_mod
 from worker.config import Config
 from worker.daemon import lease_file, logs
-from worker.control import Controls
-from worker.daemon.candidate import Candidacy, Report, StaleLeases, find_candidate
+from worker.daemon.candidate import Candidacy, StaleLeases, find_candidate
 from worker.daemon.control_watch import ControlWatcher
+from worker.daemon.core import Core
+from worker.daemon.events import (CampaignFailed, ControlsChanged, Elected, Event, LeaderSeen, LeaseLost, Queued,
+                                  Reload, Stop, Wedge)
 from worker.daemon.http import HealthServer
 from worker.daemon.identity import http_address, identity, parse_identity
-from worker.daemon.leader import LeadContext, LeaderTerm, set_leading
+from worker.daemon.leader import LeaderTerm, TermContext
+from worker.daemon.liveness import Liveness
 from worker.daemon.metrics import Metrics
 from worker.daemon.notify import Notifier
 from worker.daemon.state import CONNECTING, FOLLOWER, LEADER, STOPPING, DaemonState
@@ -38,6 +45,7 @@ from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdAuthError, EtcdError, PermissionDeniedError
 from worker.errors import ConfigError, WorkerError
 from worker.protection.keys import Keys
+from worker.retry import RetryPolicy
 
 log = structlog.get_logger("worker.daemon")
 
@@ -48,17 +56,19 @@ SWITCH_INTERVAL = 0.0005
 class Daemon:
     """``protection-worker run``: build it from a validated ``Config`` and call ``run()``."""
 
-    def __init__(self, cfg: Config, args: argparse.Namespace | None = None) -> None:
+    def __init__(self, cfg: Config, args: argparse.Namespace | None = None, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.args = args
         self.keys = Keys(cfg.etcd.namespace)
         self.instance_id = cfg.instance_id
         self.state = DaemonState(self.instance_id, ttl=float(cfg.election.ttl))
         self.metrics = Metrics()
-        self.reports: queue.Queue[Report] = queue.Queue()
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.core = Core(self.state, self.metrics, self.notifier)
+        self.liveness = Liveness(self.state, self.notifier)
+        self.events: queue.Queue[Event] = queue.Queue()
         self.stop = threading.Event()
         self._reload = threading.Event()
-        self.notifier = Notifier()
         self.client: EtcdClient | None = None
         self.candidacy: Candidacy | None = None
         self.term: LeaderTerm | None = None
@@ -69,12 +79,16 @@ class Daemon:
         self._outage: str | None = None
         self._controls_watch: ControlWatcher | None = None
         self._reconnect_pending = False
-        self.controls = Controls()
         self._ready_sent = False
         self.http: HealthServer | None = None
         if cfg.http.listen:
             from worker.daemon.probe import DaemonProbe
             self.http = HealthServer(cfg.http.listen, self.metrics, DaemonProbe(self))
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy, waiting one TTL after a refusal (credentials, permission)."""
+        return RetryPolicy(refused=float(self.cfg.election.ttl))
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -98,21 +112,25 @@ class Daemon:
                         break
                     continue
                 try:
-                    report = self.reports.get(timeout=TICK)
+                    event = self.events.get(timeout=TICK)
                 except queue.Empty:
                     continue
-                self._handle(report)
+                self._dispatch(event)
         finally:
             self._shutdown()
         return 0
 
+    def post(self, event: Event) -> None:
+        """Hand an event to the main loop (any thread)."""
+        self.events.put(event)
+
     def request_reload(self) -> None:
         self._reload.set()
-        self.reports.put(Report("reload", -1))
+        self.post(Reload())
 
     def request_stop(self) -> None:
         self.stop.set()
-        self.reports.put(Report("stop", -1))
+        self.post(Stop())
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -122,66 +140,83 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
 
     def tick(self) -> None:
-        """Proof of life for /healthz and the systemd watchdog, and the lease gauge."""
-        self.state.tick()
-        self.notifier.watchdog()
+        """Progress (for /healthz and the systemd watchdog), and the lease gauge."""
+        self.liveness.beat()
         candidacy = self.candidacy
         alive = candidacy is not None and not candidacy.session.done.is_set()
         self.state.session_alive = alive
         self.metrics.set_lease_ttl(candidacy.session.remaining() if alive and candidacy else 0.0)
 
     def _sleep(self, seconds: float) -> None:
-        """Tenacity's sleep: ticking, and cut short by a stop request."""
+        """Wait, beating, cut short by a stop request."""
         end = time.monotonic() + seconds
         while not self.stop.is_set() and time.monotonic() < end:
             self.tick()
             self.stop.wait(min(TICK, max(0.0, end - time.monotonic())))
 
+    # -- events -------------------------------------------------------------------------------
+    def _dispatch(self, event: Event) -> None:
+        candidacy = self.candidacy
+        current = candidacy is not None and getattr(event, "generation", None) == candidacy.generation
+        match event:
+            case Stop():
+                pass
+            case Reload():
+                if self._reload.is_set():
+                    self._reload_config()
+            case ControlsChanged(controls):
+                self._on_controls(controls)
+            case Wedge(release):
+                release.wait()
+            case Queued() if current:
+                self._unblock()
+            case Elected() if current:
+                self._unblock()
+                self._lead(candidacy)
+            case LeaderSeen(_, leader) if current:
+                self._on_leader(leader)
+            case LeaseLost(_, reason) if current:
+                log.warning("lease_lost", reason=reason)
+                self._drop_candidacy(resign=False)
+            case CampaignFailed(_, err) if current:
+                self.state.last_error = str(err)
+                self._drop_candidacy(resign=True)
+                if isinstance(err, EtcdAuthError):
+                    self._block(err)
+                else:
+                    log.error("campaign_failed", error=str(err), kind=getattr(err, "kind", "other"))
+                    self._sleep(self.retry.wait(1, err))
+            case _:
+                pass  # of an earlier generation, or a term's event after the term ended
+
     # -- connecting and campaigning -----------------------------------------------------------
     def _start_candidacy(self) -> bool:
-        """Connect (if needed) and open a session that campaigns; retried with bounded backoff
+        """Connect (if needed) and open a session that campaigns; retried by the retry policy
         until it works or a stop is requested. Returns False when stopping."""
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(EtcdError),
-            wait=self._retry_wait,
-            stop=tenacity.stop_when_event_set(self.stop),
-            sleep=self._sleep,
-            before_sleep=self._note_outage,
-            reraise=True,
-        )
         try:
-            retrying(self._open_candidacy)
+            self.retry.call(self._open_candidacy, stop=self.stop, sleep=self._sleep, on_retry=self._note_outage)
         except EtcdError:
             return False  # stopping while etcd was away
         return not self.stop.is_set()
 
-    _backoff = tenacity.wait_exponential_jitter(initial=0.1, max=2.0)
-
-    def _retry_wait(self, retry_state: tenacity.RetryCallState) -> float:
-        """Unreachable etcd: capped exponential backoff. Refused credentials or permissions: once
-        per TTL — asking again sooner cannot help and only hammers etcd."""
-        err = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(err, EtcdAuthError):
-            return float(self.cfg.election.ttl)
-        return self._backoff(retry_state)
-
     def _open_candidacy(self) -> None:
+        self.tick()  # each attempt is progress
         if self.stop.is_set():
             return
         if self.client is None:
             self.client = config_mod.connect(self.cfg)
             self.client.on_contact = self.metrics.etcd_contact
             self.client.on_error = self.metrics.etcd_error
+            self.client.on_server_version = self.metrics.set_etcd_version
         self._generation += 1
         if self._controls_watch is None:
-            self._controls_watch = ControlWatcher(self.client, self.keys, self.reports,
+            self._controls_watch = ControlWatcher(self.client, self.keys, self.events,
                                                   denied_wait=float(self.cfg.election.ttl))
         self.candidacy = Candidacy(self.client, self.keys.election, self.cfg.election.ttl,
-                                   identity(self.instance_id, self.http_address()), self.reports,
+                                   identity(self.instance_id, self.http_address()), self.events,
                                    self._generation)
         lease_file.record(self.candidacy.session.lease, self.instance_id)
         self.state.connected = self.state.campaigning = self.state.session_alive = True
-        self.state.role = FOLLOWER
         self.state.last_error = None
         self._revoke_stale_leases()
         if self._outage is not None:
@@ -193,71 +228,30 @@ class Daemon:
         if not self._ready_sent:
             self.notifier.ready()
             self._ready_sent = True
-        self.notifier.status("follower: campaigning")
+        self.core.transition(role=FOLLOWER)
 
-    def _note_outage(self, retry_state: tenacity.RetryCallState) -> None:
-        err = retry_state.outcome.exception() if retry_state.outcome else None
+    def _note_outage(self, err: BaseException, attempt: int) -> None:
         self.state.connected = False
-        self.state.role = CONNECTING
         self.state.last_error = str(err)
         if self._outage is None:  # once per outage, not once per retry
             self._outage = type(err).__name__
             log.error("etcd_unreachable", error=str(err), kind=getattr(err, "kind", "other"))
-            self.notifier.status(f"connecting: {err}")
-
-    # -- reports ------------------------------------------------------------------------------
-    def _handle(self, report: Report) -> None:
-        candidacy = self.candidacy
-        if report.kind == "control":
-            self._on_controls(report.data)
-            return
-        if report.kind == "stop" or candidacy is None or report.generation != candidacy.generation:
-            return
-        if report.kind == "queued":
-            self._unblock()
-        elif report.kind == "elected":
-            self._unblock()
-            self._lead(candidacy)
-        elif report.kind == "leader":
-            self._on_leader(report.data)
-        elif report.kind == "lease_lost":
-            log.warning("lease_lost", reason=report.data)
-            self._drop_candidacy(resign=False)
-        elif report.kind == "campaign_failed":
-            err = report.data
-            self.state.last_error = str(err)
-            self._drop_candidacy(resign=True)
-            if isinstance(err, EtcdAuthError):
-                self._block(err)
-            else:
-                log.error("campaign_failed", error=str(err), kind=getattr(err, "kind", "other"))
-                self._sleep(0.2)
+        self.core.transition(role=CONNECTING)
 
     def _block(self, err: EtcdError) -> None:
         """etcd refuses us (permission, auth): retrying at once cannot help and would hammer etcd.
         Said once (one log line until it works again), unhealthy meanwhile, and retried once per
         TTL without leading or writing anything."""
-        if self.state.blocked is None:
-            event = "permission_denied" if isinstance(err, PermissionDeniedError) else "auth_refused"
-            log.error(event, error=str(err), kind=err.kind, key=getattr(err, "key", None),
-                      retry_in=self.cfg.election.ttl)
-            self.notifier.status(f"blocked: {err}")
-        self.state.blocked = str(err)
-        self._sleep(self.cfg.election.ttl)
-
-    def _term_denied(self, err: PermissionDeniedError) -> None:
-        self.term_denied = err
+        self.core.transition(blocked=err)
+        self._sleep(self.retry.wait(1, err))
 
     def _unblock(self) -> None:
         if self.state.blocked is not None:
-            log.info("permission_restored", was=self.state.blocked)
-            self.state.blocked = None
+            self.core.transition(blocked=None)
 
-    def _on_controls(self, controls: Controls) -> None:
+    def _on_controls(self, controls: Any) -> None:
         """A follower's part of a switchover: step to the back of the line when ahead of its target."""
-        self.controls = controls
-        self.state.paused = controls.paused
-        self.metrics.set_paused(controls.paused)
+        self.core.transition(paused=controls.paused)
         sw, candidacy = controls.switchover, self.candidacy
         if sw is None or not sw.active or sw.to in (None, self.instance_id) or candidacy is None or not candidacy.key:
             return
@@ -271,43 +265,37 @@ class Daemon:
         term = int(leader.create_revision)
         previous = self.state.leader
         self.state.leader = {"instance_id": info.get("instance_id"), "key": leader.key.decode(), "term": term}
-        leading = self.state.role == LEADER
-        self.metrics.set_leader(leading, term)
+        self.metrics.set_leader(self.state.role == LEADER, term)
         if previous is None or previous.get("term") != term:
             log.info("leader_changed", leader=info.get("instance_id"), leader_term=term)
 
     def _lead(self, candidacy: Candidacy) -> None:
         term = candidacy.term
-        set_leading(self.state, self.metrics, term)
         self.state.leader = {"instance_id": self.instance_id, "key": candidacy.key, "term": term}
-        log.info("became_leader", key=candidacy.key)
-        self.notifier.status(f"leader: term {term}")
-        ctx = LeadContext(client=candidacy.session.client, keys=self.keys, state=self.state,
-                          metrics=self.metrics, reports=self.reports, stop=self.stop,
-                          interval=lambda: self.cfg.reconcile.interval,
-                          request_timeout=self.cfg.etcd.request_timeout, tick=self.tick,
-                          on_leader=self._on_leader, controls=lambda: self.controls,
-                          reload=self._reload_config, denied=self._term_denied)
+        self.core.transition(role=LEADER, term=term, key=candidacy.key)
+        ctx = TermContext(client=candidacy.session.client, keys=self.keys, core=self.core, events=self.events,
+                          stop=self.stop, interval=lambda: self.cfg.reconcile.interval,
+                          margin=self.cfg.etcd.request_timeout, beat=self.tick, on_leader=self._on_leader,
+                          reload=self._reload_config, retry=self.retry, denied=self._term_denied)
         self.term = LeaderTerm(ctx, candidacy)
+        reason = "error"
         try:
             reason = self.term.run()
         finally:
             self.term = None
-            self.state.role = STOPPING if self.stop.is_set() else FOLLOWER
-            self.state.term = None
-            self.metrics.set_leader(False, None)
-            logs.clear_term()
-        log.warning("stepped_down", reason=reason, term=term) if reason != "stopping" else \
-            log.info("stepped_down", reason=reason, term=term)
+            self.core.transition(role=STOPPING if self.stop.is_set() else FOLLOWER, term=None, holds_lock=False,
+                                 why=reason)
         if self.stop.is_set():
             return
         # campaign again from the back of the line with a fresh session (the old key may be gone)
         self._drop_candidacy(resign=not candidacy.session.lost)
-        self.notifier.status("follower: campaigning again")
         denied = self.term_denied
         if denied is not None:  # lost a permission while leading: do not come back in a loop
             self.term_denied = None
             self._block(denied)
+
+    def _term_denied(self, err: PermissionDeniedError) -> None:
+        self.term_denied = err
 
     def http_address(self) -> str | None:
         """Where this instance's HTTP endpoint answers (proclaimed, so drills can find it)."""
@@ -362,7 +350,7 @@ class Daemon:
             self._controls_watch = None
 
     def _shutdown(self) -> None:
-        self.state.role = STOPPING
+        self.core.transition(role=STOPPING)
         self.notifier.stopping()
         log.info("stopping")
         self._drop_candidacy(resign=True)

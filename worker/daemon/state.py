@@ -1,6 +1,8 @@
 """What one instance knows about itself, shared by the main loop (writer) and the probes (readers).
 
-The main loop is the only writer; HTTP handlers, metrics and logs read. Reads and writes of single
+The main loop is the only writer (through ``Core.transition``); HTTP handlers, metrics and logs read.
+Whether this instance leads is not a flag: ``leading()`` compares the monotonic clock with the
+deadline of the lease's last answered keepalive minus a margin, at the moment it is asked. Reads and writes of single
 attributes are atomic in CPython, and every field is replaced whole, so no lock is needed except
 for the multi-field snapshot of ``status``.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 FOLLOWER, LEADER, CONNECTING, STOPPING = "follower", "leader", "connecting", "stopping"
 
@@ -35,6 +37,10 @@ class DaemonState:
     #: a refusal that retrying cannot fix (auth, permission): unhealthy until it works again
     blocked: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: while a term holds the Mutex: the lease's deadline (monotonic, moves with each keepalive)
+    lease_deadline: Callable[[], float] | None = field(default=None, repr=False)
+    #: leadership ends this long before the lease deadline (at least one request timeout)
+    margin: float = 0.0
 
     def tick(self) -> None:
         self.last_tick = time.monotonic()
@@ -46,13 +52,23 @@ class DaemonState:
         """Liveness: the main loop ticked within the TTL and the session's lease is alive."""
         stalled = self.stalled_for()
         ok = stalled < self.ttl and self.session_alive and self.blocked is None
-        return ok, {"ok": ok, "role": self.role, "session_alive": self.session_alive,
+        return ok, {"ok": ok, "role": self.shown_role(), "session_alive": self.session_alive,
                     "main_loop_stalled_seconds": round(stalled, 3), "last_error": self.last_error,
                     "blocked": self.blocked, "term": self.term, "last_pass": self.last_pass}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         ok = self.connected and self.campaigning
-        return ok, {"ok": ok, "role": self.role, "connected": self.connected, "campaigning": self.campaigning}
+        return ok, {"ok": ok, "role": self.shown_role(), "connected": self.connected, "campaigning": self.campaigning}
 
     def leading(self) -> bool:
-        return self.role == LEADER and self.holds_lock
+        """Leader now: elected, holding the Mutex, and the lease certainly alive for ``margin``
+        more seconds by this process's monotonic clock (no two instances are ever both true)."""
+        deadline = self.lease_deadline
+        return (self.role == LEADER and self.holds_lock and deadline is not None
+                and time.monotonic() < deadline() - self.margin)
+
+    def shown_role(self) -> str:
+        """The role /status and /healthz show: "leader" only while ``leading()``."""
+        if self.role == LEADER and not self.leading():
+            return FOLLOWER
+        return self.role

@@ -15,10 +15,12 @@ from worker.etcd.errors import (
     PermissionDeniedError,
 )
 from worker.etcd.keepalive import LeaseKeeper
-from worker.etcd.watch import Watch, WatchResponse
+from worker.etcd.kv import auth_pb2, etcdrpc
+from worker.etcd.watch import DeleteEvent, PutEvent, Watch, WatchResponse
 
 __all__ = [
-    "CompactedError", "EtcdAuthError", "EtcdClient", "EtcdClosedError", "EtcdError", "EtcdRequestError",
+    "CompactedError", "DeleteEvent", "EtcdAuthError", "EtcdClient", "EtcdClosedError", "EtcdError", "EtcdRequestError",
     "EtcdTLSError", "EtcdTimeoutError", "EtcdUnavailableError", "InvalidTokenError", "LeaseKeeper",
-    "LeaseNotFoundError", "PermissionDeniedError", "Watch", "WatchResponse", "connect",
+    "LeaseNotFoundError", "PermissionDeniedError", "PutEvent", "Watch", "WatchResponse", "auth_pb2", "connect",
+    "etcdrpc",
 ]

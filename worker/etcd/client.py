@@ -67,6 +67,9 @@ class EtcdClient(MultiEndpointEtcd3Client):
         self.on_error: Callable[[EtcdError], None] | None = None
         self._streams: weakref.WeakSet[Any] = weakref.WeakSet()
         self._closed = False
+        #: the server version read at connect (``worker.etcd.version``); None: not read or not told
+        self.server_version: str | None = None
+        self._on_server_version: Callable[[str, bool], None] | None = None
         super().__init__(endpoints=endpoints, timeout=request_timeout, failover=True)
         # each channel's connectivity, so that failing over never picks a member that refuses
         # connections (a killed one) while a reachable one exists
@@ -76,6 +79,19 @@ class EtcdClient(MultiEndpointEtcd3Client):
             callback = functools.partial(self._connectivity.__setitem__, label)
             endpoint.channel.subscribe(callback, try_to_connect=False)
             self._subscriptions.append((endpoint.channel, callback))
+
+    @property
+    def on_server_version(self) -> Callable[[str, bool], None] | None:
+        """Called with ``(version, known_bad)`` once the server version is known: at once when
+        set after connect (metrics: ``client.on_server_version = metrics.set_etcd_version``)."""
+        return self._on_server_version
+
+    @on_server_version.setter
+    def on_server_version(self, callback: Callable[[str, bool], None] | None) -> None:
+        self._on_server_version = callback
+        if callback is not None and self.server_version is not None:
+            from worker.etcd.version import known_bad
+            callback(self.server_version, known_bad(self.server_version) is not None)
 
     # -- auth ---------------------------------------------------------------------------------
     @property
@@ -345,8 +361,13 @@ for _name in ("put", "delete", "delete_prefix", "transaction", "lease", "revoke_
 
 def connect(endpoints: list[str] | str, *, ca_cert: str | None = None, cert: str | None = None,
             key: str | None = None, username: str | None = None, password: str | None = None,
-            dial_timeout: float = 2.0, request_timeout: float = 2.0) -> EtcdClient:
-    """Connect to etcd: validate TLS and auth settings, dial (bounded by ``dial_timeout``), log in.
+            dial_timeout: float = 2.0, request_timeout: float = 2.0, dial: bool = True) -> EtcdClient:
+    """Connect to etcd: validate TLS and auth settings, dial (bounded by ``dial_timeout``), log in,
+    read the server's version (logged once; a warning for a known-bad release).
+
+    ``dial=False`` skips waiting for a ready channel (grpc's connectivity poller notices it up to
+    200 ms late): the first request connects instead, bounded by ``request_timeout`` — for a
+    one-request command that must be quick, such as ``protection-worker release``.
 
     Raises ``ConfigError`` for settings that cannot work (before any network traffic),
     ``EtcdUnavailableError`` naming the endpoints when none answers in time, and
@@ -366,8 +387,11 @@ def connect(endpoints: list[str] | str, *, ca_cert: str | None = None, cert: str
     client = EtcdClient(built, request_timeout=request_timeout, dial_timeout=dial_timeout,
                         username=username, password=password)
     try:
-        client.dial()
+        if dial:
+            client.dial()
         client.authenticate()
+        from worker.etcd.version import read_server_version
+        client.server_version = read_server_version(client)
     except BaseException:
         client.close()
         raise

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# ``etcdrpc`` and ``auth_pb2`` (the generated messages) are re-exported for the few callers that
+# build a message no builder here covers: nothing outside ``worker.etcd`` imports pyetcd
 from pyetcd import etcdrpc
-from pyetcd.etcdrpc import kv_pb2
+from pyetcd.etcdrpc import auth_pb2, kv_pb2  # noqa: F401 - auth_pb2 re-exported
 
 KeyValue = kv_pb2.KeyValue
 """A stored key: ``key``, ``value`` (bytes), ``create_revision``, ``mod_revision``, ``version``, ``lease``."""

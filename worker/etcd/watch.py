@@ -30,6 +30,10 @@ from worker.etcd.errors import (
 )
 from worker.etcd.kv import to_bytes
 
+#: the event types a ``WatchResponse`` carries (re-exported: pyetcd's types stay in ``worker.etcd``)
+DeleteEvent = pyetcd_events.DeleteEvent
+PutEvent = pyetcd_events.PutEvent
+
 if TYPE_CHECKING:
     from worker.etcd.client import EtcdClient
 

@@ -1,40 +1,73 @@
-"""The history auditor: was every protection write made by the leader of its revision?
+"""The history auditor: was every protection write, put or delete, made by the leader of its revision?
 
-etcd keeps every revision until compaction, so the question has an exact answer. Replay the
-namespace's history from ``from_revision`` in revision order, keeping the set of election keys
-(key → create revision); a protection record put at revision ``r`` is legitimate when its ``term``
-equals the create revision of the lowest election key just before ``r`` (the fence compares that
-key inside the same transaction), and a key's terms never go backwards. Anything else is a
-violation: a stale leader wrote.
+etcd keeps every revision until compaction, so the question has an exact answer. Every fenced
+write transaction also puts the audit stamp ``keys.stamp`` (``{"term", "lease", "instance_id"}``)
+in the same transaction, so each protection put *and delete* has its writer's evidence at its own
+revision. Replay the namespace's history from ``from_revision`` in revision order, keeping the
+election keys, the reconcile Mutex keys and the pause key as they were just before each revision.
+A protection event at revision ``r`` is legitimate when:
+
+* a stamp was put at ``r`` (else ``unattributed``: e.g. an operator's ``etcdctl del``);
+* the stamp's term is the create revision of the lowest election key just before ``r``, and a
+  put's record carries that term too (else ``stale_term``: a stale leader wrote);
+* the pause key did not exist just before ``r`` (else ``paused``);
+* its term is not lower than a term a legitimate write already used (else ``term_backwards``:
+  the lowest election key's create revision never decreases, so neither may the writers' terms);
+* the lowest key under the Mutex prefix just before ``r`` belonged to the stamp's lease (else
+  ``mutex``: the writer did not hold the reconcile Mutex).
+
+One violation per event; ``kind`` is the first of its ``kinds`` in the order above.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
-from pyetcd.events import DeleteEvent
+from worker.etcd import DeleteEvent
 
+from worker.concurrency.line import candidates
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import CompactedError
 from worker.etcd.watch import Watch
 from worker.protection.keys import Keys
 
+#: violation kinds, in the order ``kind`` picks the first of an event's ``kinds``
+KINDS = ("unattributed", "stale_term", "paused", "term_backwards", "mutex")
+
 
 @dataclass
 class Violation:
     key: str
     revision: int
+    #: a put's record term; for a delete, the stamp's term (None: no evidence)
     term: int | None
+    #: create revision of the lowest election key just before ``revision`` (None: nobody led)
     leader_term: int | None
+    kind: str = "stale_term"
+    kinds: list[str] = field(default_factory=list)
+    op: str = "put"
+    #: the stamp at ``revision``: the writer's term, lease (hex) and instance id (None: no stamp)
+    stamp: dict[str, Any] | None = None
+    #: the lease (hex) of the lowest Mutex key just before ``revision`` (None: nobody held it)
+    lock_lease: str | None = None
+
+    def describe(self) -> str:
+        """One line for an operator."""
+        who = (f"stamp term {self.stamp.get('term')} lease {self.stamp.get('lease')} "
+               f"({self.stamp.get('instance_id')})" if self.stamp else "no stamp")
+        return (f"{self.kind}: {self.op} {self.key} at revision {self.revision}: term {self.term}, "
+                f"leader's term {self.leader_term}, {who}, Mutex holder lease {self.lock_lease}"
+                + (f" [{', '.join(self.kinds)}]" if len(self.kinds) > 1 else ""))
 
 
 @dataclass
 class AuditReport:
     from_revision: int
     to_revision: int
+    #: protection events examined: puts and deletes
     checked: int = 0
     violations: list[Violation] = field(default_factory=list)
 
@@ -45,20 +78,6 @@ class AuditReport:
 
 class AuditCompactedError(CompactedError):
     """The range asked for is no longer retained by etcd: said so, never hidden."""
-
-
-def _election_keys_at(client: EtcdClient, keys: Keys, revision: int) -> dict[bytes, int]:
-    prefix = keys.election + "/"
-    found: dict[bytes, int] = {}
-    start: bytes = prefix.encode()
-    end = kv.prefix_end(prefix)
-    while True:
-        resp = client.range(kv.range_request(start, range_end=end, revision=revision, limit=1000))
-        for item in resp.kvs:
-            found[item.key] = item.create_revision
-        if not resp.more:
-            return found
-        start = resp.kvs[-1].key + b"\0"
 
 
 def oldest_auditable_revision(client: EtcdClient, keys: Keys) -> int:
@@ -72,55 +91,160 @@ def oldest_auditable_revision(client: EtcdClient, keys: Keys) -> int:
     return 1
 
 
+@dataclass
+class _State:
+    """The namespace's control keys as they are just before the revision being checked."""
+
+    election: dict[bytes, int] = field(default_factory=dict)            # key -> create revision
+    lock: dict[bytes, tuple[int, int]] = field(default_factory=dict)    # key -> (create revision, lease)
+    paused: bool = False
+    #: the highest term a legitimate protection write used so far
+    high_term: int = 0
+
+    def leader_term(self) -> int | None:
+        return min(self.election.values()) if self.election else None
+
+    def lock_lease(self) -> int | None:
+        return min(self.lock.values())[1] if self.lock else None
+
+
+def _state_at(client: EtcdClient, keys: Keys, revision: int) -> _State:
+    state = _State()
+    if revision < 1:
+        return state
+    _, line = candidates(client, keys.election, revision=revision)
+    state.election = {c.key.encode(): c.create_revision for c in line}
+    _, holders = candidates(client, keys.lock, revision=revision)
+    state.lock = {c.key.encode(): (c.create_revision, c.lease or _lease_of_key(c.key)) for c in holders}
+    state.paused = client.range(kv.range_request(keys.paused, revision=revision, count_only=True)).count > 0
+    return state
+
+
+def _lease_of_key(key: str | bytes) -> int:
+    """A Mutex/election key ends in its lease in hex (Go's layout)."""
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    try:
+        return int(text.rsplit("/", 1)[-1], 16)
+    except ValueError:
+        return 0
+
+
+def _revisions(watch: Watch, from_revision: int, to_revision: int, wait: float,
+               ) -> Iterator[tuple[int, list[Any]]]:
+    """The namespace's events grouped by revision, in order, up to ``to_revision``."""
+    pending: list[Any] = []
+    revision = from_revision - 1
+    while revision < to_revision:
+        try:
+            response = watch.get(timeout=wait)
+        except CompactedError as err:
+            raise AuditCompactedError(f"history from revision {from_revision} is compacted: {err}",
+                                      compact_revision=err.compact_revision) from err
+        if response is None:
+            break  # nothing more within the range (the last revisions touched other keys)
+        for event in response.events:
+            if event.mod_revision > to_revision:
+                revision = to_revision   # past the range: what is pending is complete
+                break
+            if pending and event.mod_revision != revision:
+                yield revision, pending
+                pending = []
+            revision = event.mod_revision
+            pending.append(event)
+    if pending:
+        revision = pending[0].mod_revision
+        yield revision, pending
+
+
 def audit(client: EtcdClient, keys: Keys, from_revision: int, to_revision: int | None = None,
           wait: float = 5.0) -> AuditReport:
-    """Check every protection write in ``[from_revision, to_revision]`` (default: up to now)."""
+    """Check every protection put and delete in ``[from_revision, to_revision]`` (default: up to now)."""
     to_revision = to_revision or client.current_revision(keys.root)
     report = AuditReport(from_revision, to_revision)
     if from_revision > to_revision:
         return report
     try:
-        election = _election_keys_at(client, keys, from_revision - 1) if from_revision > 1 else {}
+        state = _state_at(client, keys, from_revision - 1)
     except CompactedError as err:
         raise AuditCompactedError(f"revision {from_revision - 1} is compacted: {err}") from err
-    election_prefix = (keys.election + "/").encode()
-    protection_prefix = keys.protection.encode()
-    last_term: dict[bytes, int] = {}
     with Watch(client, keys.root, range_end=kv.prefix_end(keys.root), start_revision=from_revision) as watch:
-        revision = from_revision - 1
-        while revision < to_revision:
-            try:
-                response = watch.get(timeout=wait)
-            except CompactedError as err:
-                raise AuditCompactedError(f"history from revision {from_revision} is compacted: {err}",
-                                          compact_revision=err.compact_revision) from err
-            if response is None:
-                break  # nothing more within the range (cannot happen unless etcd lost data)
-            for event in response.events:
-                revision = event.mod_revision
-                if revision > to_revision:
-                    break
-                key = event.key
-                if key.startswith(election_prefix):
-                    if isinstance(event, DeleteEvent):
-                        election.pop(key, None)
-                    else:
-                        election[key] = event.create_revision
-                elif key.startswith(protection_prefix) and not isinstance(event, DeleteEvent):
-                    report.checked += 1
-                    leader_term = min(election.values()) if election else None
-                    term = _term_of(event.value)
-                    backwards = term is not None and key in last_term and term < last_term[key]
-                    if term is None or term != leader_term or backwards:
-                        report.violations.append(Violation(key.decode(), revision, term, leader_term))
-                    if term is not None:
-                        last_term[key] = term
+        for revision, events in _revisions(watch, from_revision, to_revision, wait):
+            _check_revision(keys, state, revision, events, report)
+            _apply(keys, state, events)
     return report
 
 
-def _term_of(value: bytes) -> int | None:
+def _check_revision(keys: Keys, state: _State, revision: int, events: list[Any], report: AuditReport) -> None:
+    """Check the protection events of one revision against the state just before it."""
+    protection = keys.protection.encode()
+    stamp_key = keys.stamp.encode()
+    stamp = next((_json(e.value) for e in events if e.key == stamp_key and not isinstance(e, DeleteEvent)), None)
+    stamp_term = _int(stamp.get("term")) if stamp else None
+    stamp_lease = _hex(stamp.get("lease")) if stamp else None
+    leader_term = state.leader_term()
+    lock_lease = state.lock_lease()
+    legit_terms: list[int] = []
+    for event in events:
+        if not event.key.startswith(protection):
+            continue
+        report.checked += 1
+        deleted = isinstance(event, DeleteEvent)
+        term = stamp_term if deleted else _int((_json(event.value) or {}).get("term"))
+        kinds = []
+        if stamp is None:
+            kinds.append("unattributed")
+        if (stamp is not None and stamp_term != leader_term) or (not deleted and term != leader_term):
+            kinds.append("stale_term")
+        if state.paused:
+            kinds.append("paused")
+        if term is not None and term < state.high_term:
+            kinds.append("term_backwards")
+        if stamp is not None and (stamp_lease is None or stamp_lease != lock_lease):
+            kinds.append("mutex")
+        if kinds:
+            report.violations.append(Violation(
+                event.key.decode("utf-8", "replace"), revision, term, leader_term, kinds[0], kinds,
+                "delete" if deleted else "put", stamp, f"{lock_lease:x}" if lock_lease is not None else None))
+        elif term is not None:
+            legit_terms.append(term)
+    state.high_term = max([state.high_term, *legit_terms])
+
+
+def _apply(keys: Keys, state: _State, events: list[Any]) -> None:
+    """Move the control keys' state past one revision."""
+    election = (keys.election + "/").encode()
+    lock = (keys.lock + "/").encode()
+    paused = keys.paused.encode()
+    for event in events:
+        deleted = isinstance(event, DeleteEvent)
+        if event.key.startswith(election):
+            if deleted:
+                state.election.pop(event.key, None)
+            else:
+                state.election[event.key] = event.create_revision
+        elif event.key.startswith(lock):
+            if deleted:
+                state.lock.pop(event.key, None)
+            else:
+                state.lock[event.key] = (event.create_revision, event.lease or _lease_of_key(event.key))
+        elif event.key == paused:
+            state.paused = not deleted
+
+
+def _json(value: bytes) -> dict[str, Any] | None:
     try:
-        term = json.loads(value).get("term")
-    except (ValueError, AttributeError):
+        data = json.loads(value)
+    except ValueError:
         return None
-    return term if isinstance(term, int) and not isinstance(term, bool) else None
+    return data if isinstance(data, dict) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _hex(value: Any) -> int | None:
+    try:
+        return int(value, 16) if isinstance(value, str) else None
+    except ValueError:
+        return None

@@ -12,8 +12,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pyetcd import etcdrpc
-from pyetcd.etcdrpc import auth_pb2
+from worker.etcd import etcdrpc
+from worker.etcd import auth_pb2
 
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.ops.embedded_etcd import free_port
+from worker.ops.supervisor import Command, Service, ServiceSpec
 
 
 class WorkerProcess:
@@ -54,7 +55,8 @@ class WorkerProcess:
             f"[etcd]\nendpoints = [{eps}]\nnamespace = {json.dumps(self.namespace)}\n"
             f"dial_timeout = {self.request_timeout}\nrequest_timeout = {self.request_timeout}\n"
             + "".join(f"{name} = {json.dumps(value)}\n" for name, value in self.etcd_settings.items()) +
-            f"[election]\nttl = {self.ttl}\n[reconcile]\ninterval = {self.interval}\n"
+            f"[election]\nttl = {self.ttl}\ninstance_id = {json.dumps(self.instance_id)}\n"
+            f"[reconcile]\ninterval = {self.interval}\n[http]\nlisten = \"127.0.0.1:{self.port}\"\n"
             f"[log]\nlevel = \"info\"\nformat = \"json\"\n")
 
     def start(self) -> WorkerProcess:
@@ -138,9 +140,88 @@ class WorkerProcess:
         return events
 
 
-def start_group(count: int, endpoints: list[str], namespace: str, log_dir: Path, **kw: Any) -> list[WorkerProcess]:
+class SupervisedWorker(WorkerProcess):
+    """A worker run by a ``Service``: systemd's part too — after the process dies it runs
+    ``protection-worker release`` (``ExecStopPost=``) unless ``release`` is off, then restarts it
+    after ``restart_sec`` (``Restart=on-failure``). ``unit`` (a unit file's text) replaces these
+    settings with the unit's own, its binary and config paths pointed at this venv and this
+    instance's config. ``signal()`` goes to the current main process; ``terminate()`` is
+    ``systemctl stop``."""
+
+    BINARY = "/usr/bin/protection-worker"
+    CONFIG = "/etc/protection-worker/config.toml"
+
+    def __init__(self, *args: Any, unit: str | None = None, release: bool = True, restart_sec: float = 1.0,
+                 **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.unit = unit
+        self.release = release
+        self.restart_sec = restart_sec
+        self.service: Service | None = None
+
+    def script(self) -> str:
+        """This venv's console script (what the unit's ``/usr/bin/protection-worker`` is here)."""
+        return str(Path(sys.executable).parent / "protection-worker")
+
+    def release_command(self) -> list[str]:
+        return [self.script(), "release", "--config", str(self._config_path)]
+
+    def spec(self) -> ServiceSpec:
+        if self.unit is not None:
+            spec = ServiceSpec.from_unit(self.unit, {self.BINARY: self.script(), self.CONFIG: str(self._config_path)})
+        else:
+            spec = ServiceSpec(self.command(), [Command(self.release_command(), ignore_failure=True)],
+                               environment={"PYTHONUNBUFFERED": "1"}, runtime_directory="protection-worker",
+                               preserve_runtime_directory_on_restart=True, restart="on-failure",
+                               restart_sec=self.restart_sec, restart_prevent_exit_status={2},
+                               timeout_stop_sec=10.0)
+        spec.environment.update(self.env)
+        if not self.release:
+            spec.exec_stop_post = []
+        return spec
+
+    def set_release(self, on: bool) -> None:
+        """Run the release after the next death, or not (what etcd's TTL alone gives)."""
+        self.release = on
+        if self.service is not None:
+            self.service.spec.exec_stop_post = self.spec().exec_stop_post
+
+    def start(self) -> "SupervisedWorker":
+        self.write_config()
+        base = self.log_path.with_name(f"{self.instance_id}.sd")
+        base.mkdir(parents=True, exist_ok=True)
+        self.service = Service(self.instance_id, self.spec(), base_dir=base, output=self.log_path).start()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.service is not None and self.service.pid is not None
+        return self.service.pid
+
+    def running(self) -> bool:
+        """Active: running, or dead and about to be restarted (not stopped for good)."""
+        return self.service is not None and self.service.active
+
+    def signal(self, sig: int) -> None:
+        if self.service is not None:
+            self.service.signal(sig)
+
+    def terminate(self, timeout: float = 10.0) -> int | None:
+        service, self.service = self.service, None
+        if service is None:
+            return None
+        service.stop(timeout)
+        reaped = [e for e in service.events if e.kind == "reaped"]
+        return int(reaped[-1].data["EXIT_STATUS"]) if reaped and reaped[-1].data["EXIT_CODE"] == "exited" else None
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+
+def start_group(count: int, endpoints: list[str], namespace: str, log_dir: Path, *,
+                kind: type[WorkerProcess] = WorkerProcess, **kw: Any) -> list[WorkerProcess]:
     log_dir.mkdir(parents=True, exist_ok=True)
-    return [WorkerProcess(f"worker-{i + 1}", endpoints, namespace, log_dir, **kw).start() for i in range(count)]
+    return [kind(f"worker-{i + 1}", endpoints, namespace, log_dir, **kw).start() for i in range(count)]
 
 
 def wait_ready(workers: list[WorkerProcess], timeout: float = 20.0) -> None:

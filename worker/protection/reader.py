@@ -23,6 +23,7 @@ the first transaction fixes R, the others read at R.
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
@@ -95,27 +96,40 @@ def _pages(pager: _Pager, start: bytes, first: Any = None, progress: Progress | 
 class _Cursor:
     """A stream of pages as (ids, kvs) lists, with an index: the merge join's view of one prefix."""
 
-    __slots__ = ("pages", "strip", "ids", "kvs", "i", "n")
+    __slots__ = ("pages", "ids", "kvs", "i", "n")
 
-    def __init__(self, pages: Iterator[Any], prefix: bytes) -> None:
+    def __init__(self, pages: Iterator[tuple[list[bytes], list[Any]]]) -> None:
         self.pages = pages
-        self.strip = len(prefix)
         self.ids: list[bytes] = []
-        self.kvs: Any = ()
+        self.kvs: list[Any] = []
         self.i = self.n = 0
         self.next_page()
 
     def next_page(self) -> bool:
         """Load the next page; False at the end (then ``ids`` is empty)."""
-        kvs = next(self.pages, None)
-        if kvs is None:
-            self.ids, self.kvs, self.i, self.n = [], (), 0, 0
+        page = next(self.pages, None)
+        if page is None:
+            self.ids, self.kvs, self.i, self.n = [], [], 0, 0
             return False
-        strip = self.strip
-        self.kvs = list(kvs)
-        self.ids = [item.key[strip:] for item in self.kvs]
+        self.ids, self.kvs = page
         self.i, self.n = 0, len(self.ids)
         return True
+
+
+def _split(pages: Iterator[Any], prefix: bytes) -> Iterator[tuple[list[bytes], list[Any]]]:
+    """etcd's pages of key-values as (ids, kvs): the ids are the keys without ``prefix``."""
+    strip = len(prefix)
+    for page in pages:
+        kvs = list(page)
+        yield [item.key[strip:] for item in kvs], kvs
+
+
+def _chunks(stream: Iterator[tuple[bytes, Any]], size: int = 1000) -> Iterator[tuple[list[bytes], list[Any]]]:
+    while True:
+        chunk = list(itertools.islice(stream, size))
+        if not chunk:
+            return
+        yield [c[0] for c in chunk], [c[1] for c in chunk]
 
 
 def join_rows(clusters: _Cursor, dr: _Cursor, protection: _Cursor) -> Iterator[Row]:
@@ -156,6 +170,15 @@ def join_rows(clusters: _Cursor, dr: _Cursor, protection: _Cursor) -> Iterator[R
             prot = p.kvs[p.i]
             p.i += 1
         yield current, cluster, dr_kv, prot
+
+
+def merge_join(clusters: Iterator[tuple[bytes, Any]], dr: Iterator[tuple[bytes, Any]],
+               protection: Iterator[tuple[bytes, Any]], *, page_size: int = 3) -> Iterator[Observed]:
+    """``join_rows`` over three id-sorted ``(id, key-value)`` streams, as ``Observed``: the pure form
+    of what ``read_all`` does with etcd's pages (small pages by default, so that a caller's
+    streams cross page boundaries)."""
+    cursors = (_Cursor(_chunks(stream, page_size)) for stream in (clusters, dr, protection))
+    return map(observe, join_rows(*cursors))
 
 
 def _decode(raw_id: bytes) -> str:
@@ -206,9 +229,9 @@ def read_all(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE,
     try:
         d_first = pool.submit(d_pager.fetch, d_prefix) if pool is not None else None
         p_first = pool.submit(p_pager.fetch, p_prefix) if pool is not None else None
-        cursors = (_Cursor(_pages(c_pager, c_prefix, response, progress, pool), c_prefix),
-                   _Cursor(_pages(d_pager, d_prefix, d_first, progress, pool), d_prefix),
-                   _Cursor(_pages(p_pager, p_prefix, p_first, progress, pool), p_prefix))
+        cursors = (_Cursor(_split(_pages(c_pager, c_prefix, response, progress, pool), c_prefix)),
+                   _Cursor(_split(_pages(d_pager, d_prefix, d_first, progress, pool), d_prefix)),
+                   _Cursor(_split(_pages(p_pager, p_prefix, p_first, progress, pool), p_prefix)))
     except BaseException:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)

@@ -216,9 +216,11 @@ class _Pass:
         return r
 
     def abandon(self) -> None:
-        """The pass failed: wait for the writes still in flight (no thread outlives the pass)."""
+        """The pass failed: wait for the writes still in flight (no thread outlives the pass); what
+        landed is counted in ``result`` (the ``partial`` the daemon books)."""
         if self.writer is not None:
             self.writer.close()
+            self._collect()
 
     def _collect(self) -> None:
         if self.writer is not None:
@@ -232,13 +234,19 @@ def _run(p: _Pass, observed: Iterable[Row]) -> PassResult:
         return p.finish()
     except PausedError as exc:
         p._collect()
+        exc.partial = p.result  # what landed before, counted by op
         log.info("write_paused", mode=p.result.mode, term=p.term, revision=exc.revision,
                  written_before=exc.written)
         raise
     except FenceLostError as exc:
         p._collect()
+        exc.partial = p.result
         log.warning("fence_lost", mode=p.result.mode, term=p.term, revision=exc.revision,
                     written_before=exc.written, error=str(exc))
+        raise
+    except Exception as exc:  # the caller's guard or progress hook stopped it, an etcd error
+        p._collect()
+        exc.partial = p.result  # type: ignore[attr-defined]
         raise
 
 

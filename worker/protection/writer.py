@@ -60,22 +60,30 @@ class PausedError(WorkerError):
     """The fence held but the pause key exists (``protection-worker pause``): nothing of the batch
     was written and the pass stopped. The term goes on; the leader writes nothing until ``resume``."""
 
-    def __init__(self, message: str, *, revision: int = 0, written: int = 0) -> None:
+    def __init__(self, message: str, *, revision: int = 0, written: int = 0, refused: int = 0) -> None:
         super().__init__(message)
         self.revision = revision
         #: writes of earlier batches of the same pass that did land (before the pause key existed)
         self.written = written
+        #: changes in the refused transaction
+        self.refused = refused
+        #: the pass's result up to the refusal (``reconcile`` sets it: landed writes by op)
+        self.partial: Any = None
 
 
 class FenceLostError(WorkerError):
     """The fence compare failed: this instance no longer leads (or lost the Mutex); nothing of
     the batch was written and the pass stopped. The daemon steps down."""
 
-    def __init__(self, message: str, *, revision: int = 0, written: int = 0) -> None:
+    def __init__(self, message: str, *, revision: int = 0, written: int = 0, refused: int = 0) -> None:
         super().__init__(message)
         self.revision = revision
         #: writes of earlier batches of the same pass that did land (made while the fence held)
         self.written = written
+        #: changes in the refused transaction
+        self.refused = refused
+        #: the pass's result up to the refusal (``reconcile`` sets it: landed writes by op)
+        self.partial: Any = None
 
 
 @dataclass(frozen=True)
@@ -281,11 +289,11 @@ class BatchWriter:
         if not response.succeeded and self.failure_ops and response.responses[0].response_txn.succeeded:
             raise PausedError(f"paused at revision {response.header.revision}: maintenance mode, "
                               "nothing of the batch was written", revision=response.header.revision,
-                              written=self.writes)
+                              written=self.writes, refused=len(ops))
         if not response.succeeded:
             raise FenceLostError(f"fence failed at revision {response.header.revision}: no longer leader "
                                  f"(term {self.fence.term}) or Mutex lost; nothing of the batch was written",
-                                 revision=response.header.revision, written=self.writes)
+                                 revision=response.header.revision, written=self.writes, refused=len(ops))
         return response
 
     def _send(self, request: Any, ops: list[Any]) -> Any:

@@ -1,0 +1,75 @@
+"""Accounting of reconcile passes: the metrics and ``/status``'s ``last_pass``, exactly.
+
+Every landed write is counted in ``writes_total`` by op, also when a pass ends early (fence
+loss, the lease guard, a pause, a stop): the pass's partial result rides on the exception. Every
+refused write (the changes of the refused transaction) is counted in ``fenced_writes_total``.
+``clusters{state}`` is set by a full pass and moved by each incremental one (its old -> new state
+changes); ``invalid_inputs`` follows both.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Iterable
+
+from worker.daemon.metrics import Metrics
+from worker.daemon.state import DaemonState
+from worker.protection.keys import Keys
+from worker.protection.reconcile import PassResult
+
+
+def writes_by_op(result: PassResult) -> dict[str, int]:
+    """``writes_total`` labels: a recreate is one delete and one create."""
+    return {"create": result.created + result.recreated, "update": result.updated,
+            "delete": result.deleted + result.recreated}
+
+
+class PassBook:
+    """PassBook keeps the books of one term's passes."""
+
+    def __init__(self, metrics: Metrics, state: DaemonState, keys: Keys, term: int) -> None:
+        self.metrics, self.state, self.keys, self.term = metrics, state, keys, term
+        self.states: collections.Counter[str] | None = None  # unknown until the first full pass
+        self.invalid: set[str] = set()
+
+    def finished(self, result: PassResult, ids: Iterable[str] | None) -> None:
+        """A pass that ran to its end."""
+        mode = "full" if ids is None else "incremental"
+        self.metrics.observe_pass(mode, "ok", result.duration, {} if result.dry_run else writes_by_op(result))
+        self.state.last_pass = {"mode": mode, "term": self.term, "revision": result.revision,
+                                "finished_at": time.time(), "duration": round(result.duration, 6),
+                                "writes": result.writes}
+        if ids is None:
+            self.states = collections.Counter(result.states)
+            self.invalid = {item.key for item in result.invalid}
+        else:
+            self._follow(result, ids)
+        if self.states is not None:
+            self.metrics.set_states(self.states)
+        self.metrics.set_invalid(len(self.invalid))
+
+    def _follow(self, result: PassResult, ids: Iterable[str]) -> None:
+        """Move the gauges by what an incremental pass changed."""
+        ids = list(ids)
+        self.invalid -= {k for i in ids for k in (self.keys.cluster(i), self.keys.dr_key(i))}
+        self.invalid |= {item.key for item in result.invalid}
+        if self.states is None or result.dry_run:
+            return
+        for line in result.changes:  # "action ID old -> new"
+            _action, _id, old, _arrow, new = line.split(" ")
+            if old != "none":
+                self.states[old] -= 1
+            if new != "none":
+                self.states[new] += 1
+
+    def ended_early(self, mode: str, result: str, started: float, partial: PassResult | None,
+                    refused: int = 0) -> None:
+        """A pass stopped before its end: its landed writes and refused writes still count."""
+        self.metrics.observe_pass(mode, result, time.monotonic() - started,
+                                  writes_by_op(partial) if partial is not None and not partial.dry_run else {})
+        if refused:
+            self.metrics.fenced_write(refused)
+        if partial is not None and partial.changed and self.states is not None and mode == "incremental":
+            self._follow(partial, [])
+            self.metrics.set_states(self.states)
