@@ -54,3 +54,20 @@ def make_fence(client: Any, keys: Keys) -> Fence:
     rev = client.txn(kv.txn_request([kv.cmp_create(key, "=", 0)], [kv.op_put(key, "{}")], [kv.op_get(key)]))
     term = rev.header.revision if rev.succeeded else kv.response_kvs(rev, 0)[0].create_revision
     return Fence(term, [kv.cmp_create(key, "=", term)])
+
+
+class DeadlineTooClose(Exception):
+    """What the daemon's guard raises when its lease deadline is too close for one more request."""
+
+
+def refusing_fence(fence: Fence, allowed: int) -> Fence:
+    """``fence`` with a guard (the daemon's own-clock check) that lets ``allowed`` transactions go,
+    then raises ``DeadlineTooClose``."""
+    sent = []
+
+    def guard() -> None:
+        if len(sent) == allowed:
+            raise DeadlineTooClose()
+        sent.append(1)
+
+    return Fence(fence.term, fence.compares, guard=guard)

@@ -18,7 +18,8 @@ from worker.protection.reader import read_all, read_ids
 from worker.protection.reconcile import WRITE_DEPTH, InvalidLog, full_pass, incremental_pass
 from worker.protection.writer import BatchWriter, Fence, FenceLostError
 
-from tests.protection.helpers import cluster, count, delete, dr, get, make_fence, put, put_many, record
+from tests.protection.helpers import (DeadlineTooClose, cluster, count, delete, dr, get, make_fence, put, put_many,
+                                     record, refusing_fence)
 
 
 def test_state_table_and_record_format(client, keys, fence):
@@ -207,19 +208,8 @@ def test_fence_failure_writes_nothing_and_raises(client, keys):
 def test_fence_guard_stops_writing_mid_pass_before_the_next_transaction(client, keys, fence):
     """The daemon's own-clock check (lease deadline too close) runs before every transaction."""
     put_many(client, {keys.cluster(f"c{i:03d}"): cluster(True, None) for i in range(300)})
-    sent = []
-
-    class DeadlineTooClose(Exception):
-        pass
-
-    def guard() -> None:
-        if len(sent) == 1:
-            raise DeadlineTooClose()
-        sent.append(1)
-
-    guarded = Fence(fence.term, fence.compares, guard=guard)
     with pytest.raises(DeadlineTooClose):
-        full_pass(client, keys, guarded)
+        full_pass(client, keys, refusing_fence(fence, 1))
     assert count(client, keys.protection) == BatchWriter(client, fence).batch_size  # one full batch, then nothing
 
 

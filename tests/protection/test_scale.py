@@ -19,7 +19,8 @@ from worker.protection.rules import KV, Decision, stored_record, stored_state
 from worker.protection.status import read_status
 from worker.protection.writer import BatchWriter, Fence, FenceLostError, batch_limit
 
-from tests.protection.helpers import cluster, count, delete, dr, get, make_fence, put, put_many, record
+from tests.protection.helpers import (DeadlineTooClose, cluster, count, delete, dr, get, make_fence, put, put_many,
+                                     record, refusing_fence)
 
 
 def daemon_like_fence(client, keys: Keys) -> Fence:
@@ -291,18 +292,8 @@ def test_a_pass_stopped_between_transactions_waits_for_those_in_flight(client, k
     refuses the third transaction), the two already sent are answered and counted, and no writer
     thread outlives the pass."""
     put_many(client, {keys.cluster(f"c{i:03}"): cluster(True, None) for i in range(600)})
-    sent = []
-
-    class DeadlineTooClose(Exception):
-        pass
-
-    def guard() -> None:
-        if len(sent) == 2:
-            raise DeadlineTooClose()
-        sent.append(1)
-
     with pytest.raises(DeadlineTooClose) as info:
-        full_pass(client, keys, Fence(fence.term, fence.compares, guard=guard))
+        full_pass(client, keys, refusing_fence(fence, 2))
     batch = BatchWriter(client, fence).batch_size
     assert count(client, keys.protection) == 2 * batch
     partial = info.value.partial                          # what the daemon books: every landed write
