@@ -20,6 +20,7 @@ from worker.cli import EXIT_FAILED, EXIT_OK, command
 from worker.commands.common import fail, run_with_client
 from worker.config import Config, add_arguments
 from worker.protection.keys import Keys
+from worker.protection.reader import DEFAULT_PAGE_SIZE
 from worker.protection.reconcile import PassResult, full_pass
 from worker.protection.writer import FenceLostError, PausedError, leader_fence
 
@@ -32,7 +33,7 @@ def reconcile_command(parser: argparse.ArgumentParser) -> Any:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait to lead and to take the Mutex (default 30)")
-    parser.add_argument("--page-size", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE, help=argparse.SUPPRESS)
     add_arguments(parser, session=True)
     return _reconcile
 

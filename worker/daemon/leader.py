@@ -40,6 +40,7 @@ from worker.daemon.term_threads import DeadlineTimer, TermWatches
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError, PermissionDeniedError
 from worker.protection.keys import Keys
+from worker.protection.memo import PassMemo
 from worker.protection.reconcile import (Fence, FenceLostError, PassResult, PausedError, full_pass, incremental_pass,
                                         leader_fence)
 from worker.retry import RetryPolicy
@@ -90,6 +91,9 @@ class LeaderTerm:
         self.watches = TermWatches(ctx.client, ctx.keys, candidacy.key, self.term, ctx.events, candidacy.generation)
         self.timer: DeadlineTimer | None = None
         self.fence: Fence | None = None
+        #: outcomes of this term's full passes that wrote nothing, by the three mod revisions: a
+        #: steady pass parses only what changed (a new term starts cold)
+        self.memo = PassMemo()
         self.first_pass_done = threading.Event()
         self._rewatch = False
         self._nested = False          # an incremental pass runs inside a full pass's callback
@@ -164,7 +168,8 @@ class LeaderTerm:
             result = self._pass(fence, None)
         finally:
             self._in_full = False
-        again = self._interleaved | self._pending
+        # and the ids whose write was skipped because an input or the record moved since the read
+        again = self._interleaved | self._pending | set(result.conflicted_ids)
         self._interleaved, self._pending = set(), set()
         if again:
             self._pass(fence, again)
@@ -178,7 +183,8 @@ class LeaderTerm:
             started = time.monotonic()
             dry = self.state.paused  # maintenance: plan (so /status and the gauges stay true), write nothing
             try:
-                result = (full_pass(ctx.client, ctx.keys, fence, dry_run=dry, progress=self._progress)
+                result = (full_pass(ctx.client, ctx.keys, fence, dry_run=dry, progress=self._progress,
+                                    memo=self.memo)
                           if ids is None else
                           incremental_pass(ctx.client, ctx.keys, fence, ids, dry_run=dry, progress=self._progress))
             except PausedError as err:
@@ -209,6 +215,8 @@ class LeaderTerm:
                 self._read_controls_quietly()  # after a failure (a reconnect, maybe): controls afresh
                 continue
             self.book.finished(result, ids)
+            if ids is not None and result.conflicted_ids:
+                self._pending |= set(result.conflicted_ids)  # moved under us: look again, level-triggered
             if result.writes or ids is None:
                 log.info("reconcile_pass", mode=mode, revision=result.revision, seen=result.seen,
                          created=result.created, updated=result.updated, recreated=result.recreated,
