@@ -115,38 +115,29 @@ def _leader_text(client: Any, keys: Keys) -> str:
     return "the leader" if now is None else f"the leader ({now.instance_id}, term {now.term})"
 
 
-@command("pause", "maintenance mode: the leader keeps leading but writes nothing until resumed")
-def pause_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    config.add_arguments(parser)
+def _pause_command(name: str, help_text: str, paused: bool, said: str) -> None:
+    """Register ``pause`` or ``resume``: set or delete the pause key, and say what the leader does now."""
 
-    def handler(args: argparse.Namespace) -> int:
-        from worker.control import set_paused
+    @command(name, help_text)
+    def setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+        config.add_arguments(parser)
 
-        def body(_cfg: Any, client: Any, keys: Keys) -> int:
-            set_paused(client, keys, True, _by())
-            print(f"paused: {_leader_text(client, keys)} writes nothing until 'protection-worker resume'")
-            return EXIT_OK
+        def handler(args: argparse.Namespace) -> int:
+            from worker.control import set_paused
 
-        return run_with_client(args, body)
+            def body(_cfg: Any, client: Any, keys: Keys) -> int:
+                set_paused(client, keys, paused, _by())
+                print(f"{name}d: {_leader_text(client, keys)} {said}")
+                return EXIT_OK
 
-    return handler
+            return run_with_client(args, body)
+
+        return handler
 
 
-@command("resume", "leave maintenance mode")
-def resume_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    config.add_arguments(parser)
-
-    def handler(args: argparse.Namespace) -> int:
-        from worker.control import set_paused
-
-        def body(_cfg: Any, client: Any, keys: Keys) -> int:
-            set_paused(client, keys, False, _by())
-            print(f"resumed: {_leader_text(client, keys)} reconciles again")
-            return EXIT_OK
-
-        return run_with_client(args, body)
-
-    return handler
+_pause_command("pause", "maintenance mode: the leader keeps leading but writes nothing until resumed", True,
+               "writes nothing until 'protection-worker resume'")
+_pause_command("resume", "leave maintenance mode", False, "reconciles again")
 
 
 @command("switchover", "planned handover: to the next in line, or to a named candidate")

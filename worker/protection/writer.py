@@ -56,34 +56,28 @@ from worker.protection.rules import Decision
 MAX_TXN_OPS = 128
 
 
-class PausedError(WorkerError):
+class WritesStoppedError(WorkerError):
+    """WritesStoppedError: a fenced transaction was refused; nothing of its batch was written and
+    the pass stopped. ``written``: writes of earlier batches of the same pass that did land;
+    ``refused``: the changes in the refused transaction; ``partial``: the pass's result up to the
+    refusal (``reconcile`` sets it: landed writes by op)."""
+
+    def __init__(self, message: str, *, revision: int = 0, written: int = 0, refused: int = 0) -> None:
+        super().__init__(message)
+        self.revision = revision
+        self.written = written
+        self.refused = refused
+        self.partial: Any = None
+
+
+class PausedError(WritesStoppedError):
     """The fence held but the pause key exists (``protection-worker pause``): nothing of the batch
     was written and the pass stopped. The term goes on; the leader writes nothing until ``resume``."""
 
-    def __init__(self, message: str, *, revision: int = 0, written: int = 0, refused: int = 0) -> None:
-        super().__init__(message)
-        self.revision = revision
-        #: writes of earlier batches of the same pass that did land (before the pause key existed)
-        self.written = written
-        #: changes in the refused transaction
-        self.refused = refused
-        #: the pass's result up to the refusal (``reconcile`` sets it: landed writes by op)
-        self.partial: Any = None
 
-
-class FenceLostError(WorkerError):
+class FenceLostError(WritesStoppedError):
     """The fence compare failed: this instance no longer leads (or lost the Mutex); nothing of
     the batch was written and the pass stopped. The daemon steps down."""
-
-    def __init__(self, message: str, *, revision: int = 0, written: int = 0, refused: int = 0) -> None:
-        super().__init__(message)
-        self.revision = revision
-        #: writes of earlier batches of the same pass that did land (made while the fence held)
-        self.written = written
-        #: changes in the refused transaction
-        self.refused = refused
-        #: the pass's result up to the refusal (``reconcile`` sets it: landed writes by op)
-        self.partial: Any = None
 
 
 @dataclass(frozen=True)
