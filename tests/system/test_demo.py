@@ -31,7 +31,7 @@ def test_demo_runs_failovers_and_finds_no_stale_write():
     out = proc.stdout
     assert re.search(r"graceful failover.*\n.*new leader worker-\d .*handover [\d.]+ ms", out)
     assert re.search(r"crash failover.*\n.*new leader worker-\d .*handover [\d.]+ ms", out)
-    assert ": 0 stale writes" in out
+    assert ": 0 violations" in out
     assert "cleaned up" in out
     workdir = re.search(r"data in (\S+)/etcd\)", out).group(1)
     assert not Path(workdir).exists()

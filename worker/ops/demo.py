@@ -141,8 +141,8 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
         out(f"\nchange      dr/{cid} -> broken: protection record 'degraded' after "
             f"{(time.monotonic() - start) * 1000:.1f} ms")
         report = audit(client, keys, start_rev)
-        out(f"audit       {report.checked} protection writes since revision {start_rev} checked: "
-            f"{len(report.violations)} stale writes")
+        out(f"audit       {report.checked} protection writes (puts and deletes) since revision {start_rev} "
+            f"checked: {len(report.violations)} violations (stale term, no stamp, paused, Mutex)")
         out("\nsummary     mode    handover_ms  leading_ms  first_reconcile_ms")
         for r in results:
             out(f"            {r.mode:<7} {_num(r.handover_ms):>11} {_num(r.leaderless_ms):>11} "
