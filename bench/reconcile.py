@@ -40,7 +40,7 @@ from typing import Any, Callable
 from worker.concurrency import Election, Mutex, Session
 from worker.etcd import connect, kv
 from worker.ops.embedded_etcd import EtcdCluster
-from worker.ops.inventory import put_batched
+from worker.ops import inventory
 from worker.protection.keys import Keys
 from worker.protection.reconcile import InvalidLog, full_pass
 from worker.protection.records import format_time
@@ -53,31 +53,18 @@ try:  # absent before issue 11: the bench then runs without the memo rows
 except ImportError:  # pragma: no cover
     PassMemo = None  # type: ignore[assignment,misc]
 
-REPLICATIONS = ("in_sync", "syncing", "broken")
 FLOOR_PAGE = 10_000
 
 
 def populate(client: Any, keys: Keys, n: int, seed: int = 1) -> list[str]:
-    rnd = random.Random(seed)
-    ids = [f"cluster-{i:06d}" for i in range(n)]
-
-    def items() -> Any:
-        for i, cid in enumerate(ids):
-            site = None if i % 3 == 0 else f"site-{i % 4}"
-            yield keys.cluster(cid), json.dumps({"allocated": i % 17 != 0, "dr_site": site})
-            if site and i % 5:
-                yield keys.dr_key(cid), json.dumps({"replication": rnd.choice(REPLICATIONS)})
-
-    put_batched(client, items())
-    return ids
+    """``n`` clusters: every 17th reclaimed, every 5th DR status absent (``inventory.populate``)."""
+    return inventory.populate(client, keys, n, seed, prefix="cluster-", reclaimed_every=17, dr_missing_every=5)
 
 
 def change_one_percent(client: Any, keys: Keys, ids: list[str], salt: int) -> int:
     rnd = random.Random(salt)
     chosen = rnd.sample(ids, max(1, len(ids) // 100))
-    put_batched(client, ((keys.dr_key(cid), json.dumps({"replication": REPLICATIONS[(salt + i) % 3]}))
-                         for i, cid in enumerate(chosen)))
-    return len(chosen)
+    return inventory.set_replications(client, keys, chosen, salt)
 
 
 def floor_read(client: Any, keys: Keys, page_size: int = FLOOR_PAGE) -> int:

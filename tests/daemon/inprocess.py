@@ -20,10 +20,9 @@ from worker.config import Config, ElectionConfig, EtcdConfig, HttpConfig, LogCon
 from worker.daemon.notify import Notifier
 from worker.daemon.runner import Daemon
 from worker.etcd import PutEvent, Watch, kv
-from worker.ops.inventory import put_batched
+from worker.ops import inventory
 from worker.protection.keys import Keys
 
-REPLICATIONS = ("in_sync", "syncing", "broken")
 
 
 def config(endpoints: list[str], namespace: str, *, ttl: int = 3, interval: float = 30.0,
@@ -94,26 +93,13 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condi
 
 
 def populate(client: Any, keys: Keys, n: int, seed: int = 1) -> list[str]:
-    """``n`` clusters in txn batches (most allocated, with a DR site and a replication state)."""
-    import random
-    rnd = random.Random(seed)
-    ids = [f"c-{i:06d}" for i in range(n)]
-
-    def items() -> Any:
-        for i, cid in enumerate(ids):
-            site = None if i % 3 == 0 else f"site-{i % 4}"
-            yield keys.cluster(cid), json.dumps({"allocated": True, "dr_site": site})
-            if site:
-                yield keys.dr_key(cid), json.dumps({"replication": rnd.choice(REPLICATIONS)})
-
-    put_batched(client, items())
-    return ids
+    """``n`` clusters in txn batches (every one allocated; most with a DR site and a replication state)."""
+    return inventory.populate(client, keys, n, seed)
 
 
 def burst(client: Any, keys: Keys, ids: list[str], salt: int) -> None:
     """A change of every given cluster's replication state, in txn batches."""
-    put_batched(client, ((keys.dr_key(cid), json.dumps({"replication": REPLICATIONS[(salt + i) % 3]}))
-                         for i, cid in enumerate(ids)))
+    inventory.set_replications(client, keys, ids, salt)
 
 
 def protection_count(client: Any, keys: Keys) -> int:

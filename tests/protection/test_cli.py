@@ -122,7 +122,6 @@ def test_status_json_fields(cli, client, make_client, keys):
     try:
         first, second = (Election(s, keys.election) for s in sessions)
         first.campaign(json.dumps({"instance_id": "one"}))
-        second_key = None
         import threading
         t = threading.Thread(target=lambda: second.campaign(json.dumps({"instance_id": "two"}), timeout=5))
         t.start()
