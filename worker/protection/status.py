@@ -9,28 +9,12 @@ the lowest key under ``{ns}/reconcile-lock/``. ``states`` counts the stored prot
 from __future__ import annotations
 
 import collections
-import json
 from typing import Any
 
+from worker.concurrency.line import candidates
 from worker.protection.keys import Keys
-from worker.protection.reader import DEFAULT_PAGE_SIZE, read_all, scan_prefix
+from worker.protection.reader import DEFAULT_PAGE_SIZE, read_all
 from worker.protection.rules import InvalidInput, checked_inputs, stored_state
-
-
-def _candidates(client: Any, prefix: str, revision: int) -> list[Any]:
-    _, kvs = scan_prefix(client, prefix, revision=revision)
-    return sorted(kvs, key=lambda item: item.create_revision)
-
-
-def _instance_id(value: bytes) -> str | None:
-    try:
-        data = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return value.decode("utf-8", "replace") or None
-    if isinstance(data, dict):
-        got = data.get("instance_id")
-        return str(got) if got is not None else None
-    return str(data)
 
 
 def read_status(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE) -> dict[str, Any]:
@@ -45,18 +29,17 @@ def read_status(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE) 
             if isinstance(bad, InvalidInput):
                 invalid.append({"key": bad.key, "mod_revision": bad.mod_revision, "error": bad.error})
     revision = snapshot.revision
-    candidates = _candidates(client, keys.election + "/", revision)
-    locks = _candidates(client, keys.lock + "/", revision)
+    # who is in line: the one shared answer (worker.concurrency), at the same revision
+    _, line = candidates(client, keys.election, revision=revision)
+    _, locks = candidates(client, keys.lock, revision=revision)
     leader = None
-    if candidates:
-        first = candidates[0]
-        leader = {"instance_id": _instance_id(first.value), "key": first.key.decode("utf-8", "replace"),
-                  "term": first.create_revision}
+    if line:
+        leader = {"instance_id": line[0].instance_id, "key": line[0].key, "term": line[0].term}
     return {
         "leader": leader,
-        "candidates": [{"instance_id": _instance_id(c.value), "key": c.key.decode("utf-8", "replace"),
-                        "create_revision": c.create_revision} for c in candidates],
-        "lock_holder": locks[0].key.decode("utf-8", "replace") if locks else None,
+        "candidates": [{"instance_id": c.instance_id, "key": c.key, "create_revision": c.create_revision}
+                       for c in line],
+        "lock_holder": locks[0].key if locks else None,
         "states": dict(sorted(states.items())),
         "invalid": invalid,
         "revision": revision,
