@@ -4,9 +4,9 @@ from worker.concurrency import Election, Session, candidates, leader
 
 
 def test_line_order_follows_create_revision_not_key_order(client):
-    sessions = [Session(client, ttl=10) for _ in range(3)]
+    # campaign in the reverse of the keys' byte order, so key order and line order always differ
+    sessions = sorted((Session(client, ttl=10) for _ in range(3)), key=lambda s: f"{s.lease:x}", reverse=True)
     try:
-        # campaign in an order that differs from the keys' byte order (lease ids are random)
         elections = []
         for i, s in enumerate(sessions):
             e = Election(s, "/line-test")
@@ -17,6 +17,7 @@ def test_line_order_follows_create_revision_not_key_order(client):
             elections.append(e)
         rev, line = candidates(client, "/line-test")
         assert rev > 0
+        assert [c.key for c in line] == sorted((c.key for c in line), reverse=True)  # not key order
         assert [c.instance_id for c in line] == ["w0", "w1", "w2"]
         assert [c.create_revision for c in line] == sorted(c.create_revision for c in line)
         assert line[0].lease == sessions[0].lease
