@@ -66,7 +66,9 @@ def test_pause_holds_across_a_lease_revoke_and_the_same_instance_elected_again(c
     client.lease_revoke(one.daemon.candidacy.session.lease)
     wait_for(lambda: one.leads() and one.daemon.state.term != term, timeout=15, what="re-elected")
     burst(client, keys, ids, salt=1)  # changes the new term sees while paused
-    wait_for(lambda: (one.daemon.state.last_pass or {}).get("term") == one.daemon.state.term, what="a pass")
+    burst_rev = client.current_revision()
+    wait_for(lambda: (one.daemon.state.last_pass or {}).get("term") == one.daemon.state.term
+             and one.daemon.state.last_pass["revision"] >= burst_rev, what="a pass over the burst")
     assert one.daemon.state.paused and one.metric("is_paused") == 1.0
     checked, bad = writes_while_paused(client, keys, from_rev)
     assert bad == [], f"{len(bad)} protection writes while paused"
@@ -87,7 +89,9 @@ def test_pause_holds_when_another_instance_takes_over(client, keys, daemons):
     first.stop()
     wait_for(other.leads, timeout=15, what="takeover")
     burst(client, keys, ids, salt=3)
-    wait_for(lambda: (other.daemon.state.last_pass or {}).get("term") == other.daemon.state.term, what="a pass")
+    burst_rev = client.current_revision()
+    wait_for(lambda: (other.daemon.state.last_pass or {}).get("term") == other.daemon.state.term
+             and other.daemon.state.last_pass["revision"] >= burst_rev, what="a pass over the burst")
     checked, bad = writes_while_paused(client, keys, from_rev)
     assert bad == [], bad[:5]
     assert other.daemon.state.paused
@@ -219,12 +223,15 @@ def test_changes_are_reconciled_between_the_pages_of_a_full_pass(client, keys, d
     from_rev = client.current_revision() + 1
     changed = on_first_write(client, keys, from_rev, lambda: client.put(
         keys.dr_key(last), json.dumps({"replication": "in_sync"})))
+    full_passes = one.metric("reconcile_duration_seconds_count", mode="full")
     set_paused(client, keys, False, by="test")  # resume: a full pass catches up
     assert changed.wait(30)
     wait_for(lambda: json.loads(client.get(keys.protection_key(last))[0])["state"] == "protected",
              timeout=30, what="the change reconciled")
-    wait_for(lambda: one.daemon.state.last_pass and one.daemon.state.last_pass["revision"] > from_rev,
-             timeout=30, what="the catch-up pass done")
+    # the catch-up *full* pass to its end: an incremental pass (the change's own) also moves
+    # last_pass, and reading the records before the full pass ends compares against half of it
+    wait_for(lambda: one.metric("reconcile_duration_seconds_count", mode="full") > full_passes,
+             timeout=30, what="the catch-up full pass done")
     records = client.range(kv.range_request(keys.protection, prefix=True)).kvs
     mine = next(r for r in records if r.key.decode().endswith("/" + last))
     latest_other = max(r.mod_revision for r in records if r is not mine)
