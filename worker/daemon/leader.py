@@ -21,6 +21,7 @@ as a conflict). An incremental pass never starts another from its own callback.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -172,10 +173,32 @@ class LeaderTerm:
         again = self._interleaved | self._pending | set(result.conflicted_ids)
         self._interleaved, self._pending = set(), set()
         if again:
-            self._pass(fence, again)
+            self._pass(fence, again, replaces=self._counted(result, again))
         return result
 
-    def _pass(self, fence: Fence, ids: set[str] | None) -> PassResult:
+    def _counted(self, full: PassResult, ids: set[str]) -> collections.Counter[str] | None:
+        """What the full pass counted in ``clusters{state}`` for ``ids``: the rules at its revision (a
+        write skipped as a conflict counted the stored state). None when there is nothing to replace
+        (a dry or unfinished pass) or that revision cannot be read: the gauges then only follow the
+        changes of the pass after it, until the next full pass."""
+        if full.dry_run or not self.book.counts_full_pass(full):
+            return None
+        try:
+            then = incremental_pass(self.ctx.client, self.ctx.keys, None, ids, dry_run=True, revision=full.revision)
+        except EtcdError as err:
+            log.info("gauges_follow_changes", error=str(err), note="the full pass's revision is unreadable")
+            return None
+        counted = collections.Counter(then.states)
+        conflicted = set(full.conflicted_ids)
+        for line in then.changes:  # "action ID old -> new"
+            _action, cid, old, _arrow, new = line.split(" ")
+            if cid in conflicted:
+                counted[new] -= new != "none"
+                counted[old] += old != "none"
+        return counted
+
+    def _pass(self, fence: Fence, ids: set[str] | None,
+              replaces: collections.Counter[str] | None = None) -> PassResult:
         mode = "full" if ids is None else "incremental"
         ctx, attempt = self.ctx, 0
         while True:
@@ -214,7 +237,7 @@ class LeaderTerm:
                 self._sleep(ctx.retry.wait(attempt, err))
                 self._read_controls_quietly()  # after a failure (a reconnect, maybe): controls afresh
                 continue
-            self.book.finished(result, ids)
+            self.book.finished(result, ids, replaces)
             if ids is not None and result.conflicted_ids:
                 self._pending |= set(result.conflicted_ids)  # moved under us: look again, level-triggered
             if result.writes or ids is None:

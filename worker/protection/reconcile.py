@@ -59,8 +59,11 @@ class PassResult:
     #: ``create|update|recreate|delete ID old -> new`` (all of them on a dry run)
     changes: list[str] = field(default_factory=list)
     changes_dropped: int = 0
-    #: records by state after the pass
+    #: records by state after the pass (the ids it saw)
     states: dict[str, int] = field(default_factory=dict)
+    #: what its landed writes changed in the records by state (old state -1, new state +1; all of
+    #: them, where ``changes`` keeps the first ``MAX_CHANGE_LINES``)
+    moved: collections.Counter[str] = field(default_factory=collections.Counter)
     #: changes skipped because the protection key or an input moved since it was read (see ``writer``)
     conflicts: int = 0
     #: their ids: a newer input (or record) is there; the daemon reconciles these again
@@ -197,6 +200,10 @@ class _Pass:
                 self.states[d.old_state] += 1
             return
         setattr(r, _COUNTER[d.action], getattr(r, _COUNTER[d.action]) + 1)
+        if d.old_state != "none":
+            r.moved[d.old_state] -= 1
+        if d.new_state != "none":
+            r.moved[d.new_state] += 1
         if self.max_lines is None or len(r.changes) < self.max_lines:
             r.changes.append(d.line())
         else:
@@ -284,12 +291,17 @@ def full_pass(client: Any, keys: Keys, fence: Fence | None, *, dry_run: bool = F
 def incremental_pass(client: Any, keys: Keys, fence: Fence | None, ids: Iterable[str], *,
                      dry_run: bool = False, now: datetime | float | None = None,
                      invalid_log: InvalidLog | None = None, max_ops: int = MAX_TXN_OPS,
-                     progress: Progress | None = None) -> PassResult:
-    """Only ``ids`` (e.g. those a watch reported), read at one revision; a gone cluster's record is deleted."""
+                     progress: Progress | None = None, revision: int = 0) -> PassResult:
+    """Only ``ids`` (e.g. those a watch reported), read at one revision; a gone cluster's record is deleted.
+
+    ``revision``: read at that past revision instead of now (dry runs only: what a pass at that
+    revision decided)."""
+    if revision and not dry_run:
+        raise ValueError("a pass that writes reads the present: revision= is for dry runs")
     p = _Pass(client, keys, fence, mode="incremental", dry_run=dry_run, now=now, invalid_log=invalid_log,
               max_ops=max_ops, progress=progress)
     try:
-        revision, observed = read_ids(client, keys, ids)
+        revision, observed = read_ids(client, keys, ids, revision=revision)
         p.result.revision = revision
         return _run(p, ((obs.id.encode(), obs.cluster, obs.dr, obs.protection) for obs in observed))
     except BaseException:
