@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from worker.errors import WorkerError
 from worker.etcd import kv
+from worker.protection.inputs import MAX_DR_SITE_BYTES
 from worker.protection.keys import Keys
 from worker.protection.reader import read_all, read_ids
 from worker.protection.reconcile import WRITE_DEPTH, InvalidLog, full_pass, incremental_pass
@@ -181,6 +182,24 @@ def test_bad_input_is_untouched_listed_and_logged_once(client, keys, fence):
     result = full_pass(client, keys, fence)
     assert [(i.key, i.mod_revision) for i in result.invalid] == [(keys.dr_key("bad"), rev_d)]
     assert get(client, keys.protection_key("bad")).mod_revision == before.mod_revision
+
+
+def test_a_dr_site_too_long_for_a_record_is_invalid_and_every_other_cluster_is_written(client, keys, fence):
+    """etcd refuses a request over --max-request-bytes ("request is too large"): a record that could
+    never be written is invalid input, reported and never sent, and the clusters after it in the pass
+    are written as usual (not stopped behind it)."""
+    for cid in ("a", "m", "z"):
+        put(client, keys.cluster(cid), cluster(True, "s"))
+    rev = put(client, keys.cluster("m"), json.dumps({"allocated": True, "dr_site": "x" * 800_000}))
+    widest = "\U0001F600" * (MAX_DR_SITE_BYTES // 12)  # 12 bytes each as JSON: right at the bound
+    put(client, keys.cluster("z"), json.dumps({"allocated": True, "dr_site": widest}))
+    result = full_pass(client, keys, fence)
+    assert [(i.key, i.mod_revision) for i in result.invalid] == [(keys.cluster("m"), rev)]
+    assert result.invalid[0].error == ("cluster 'dr_site' is 800000 bytes as JSON, over the "
+                                       f"{MAX_DR_SITE_BYTES} a protection record can carry")
+    assert get(client, keys.protection_key("m")) is None
+    assert record(client, keys, "a")["state"] == "protecting"
+    assert record(client, keys, "z")["dr_site"] == widest
 
 
 def test_dry_run_plans_and_writes_nothing(client, keys):

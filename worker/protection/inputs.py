@@ -1,7 +1,8 @@
 """Parsing and validating the two inputs: ``clusters/{id}`` and ``dr/{id}`` (pure, no I/O).
 
 The rules are those of ``shared/spec/protection-state.md``: a cluster value is a JSON object with a
-boolean ``allocated`` and a ``dr_site`` that is null/absent or a non-empty string; a DR value is a
+boolean ``allocated`` and a ``dr_site`` that is null/absent or a non-empty string (of at most
+``MAX_DR_SITE_BYTES`` as JSON: a record must fit one etcd request); a DR value is a
 JSON object whose ``replication`` is one of the table's values. Unknown extra fields are ignored.
 Every violation is an ``InputError`` whose message is what ``status`` shows and the log records.
 """
@@ -17,6 +18,13 @@ from worker.protection.keys import valid_id
 #: DR ``replication`` value -> protection state of an allocated cluster with a DR site
 REPLICATION_STATES = {"in_sync": "protected", "syncing": "protecting", "broken": "degraded"}
 REPLICATIONS = tuple(REPLICATION_STATES)
+
+
+#: the longest ``dr_site`` a protection record can carry, in bytes of its JSON text: a record holds
+#: it twice (``dr_site`` and ``reason``) and must fit one etcd request (``--max-request-bytes``,
+#: 1.5 MiB by default) with room for its batch. Longer is invalid input: reported, never written,
+#: so one oversized value can never stop the writes of every cluster after it.
+MAX_DR_SITE_BYTES = 65_536
 
 
 class InputError(ValueError):
@@ -75,6 +83,11 @@ def _parse_cluster(raw: bytes | str) -> ClusterSpec:
     dr_site = data.get("dr_site")
     if dr_site is not None and not (isinstance(dr_site, str) and dr_site):
         raise InputError(f"cluster 'dr_site' must be null or a non-empty string, got {dr_site!r}")
+    if dr_site is not None and len(dr_site) * 12 > MAX_DR_SITE_BYTES:  # 12: the most one char takes in JSON
+        size = len(json.dumps(dr_site)) - 2
+        if size > MAX_DR_SITE_BYTES:
+            raise InputError(f"cluster 'dr_site' is {size} bytes as JSON, over the {MAX_DR_SITE_BYTES} "
+                             f"a protection record can carry")
     return ClusterSpec(allocated, dr_site)
 
 
