@@ -13,7 +13,9 @@ status yet (state ``protecting``), so its record must become ``protected`` with 
 put's revision. A watch on ``protection/`` matches records by id and DR revision; the latency is
 the watch's arrival time minus the change's scheduled time. Reported: p50 / p99 / max, changes that
 never landed (within ``--settle`` s), and the full passes the daemon completed during the window
-(from its ``reconcile_pass`` log lines) with their median duration.
+(from its ``reconcile_pass`` log lines) with their median duration. Then, in the same run, the
+reference: the same schedule on other ids against a fresh daemon whose ``--interval`` keeps full
+passes away (``--no-reference`` skips it), so the table shows what running full passes add.
 
     python bench/change_latency.py                       # 100,000 clusters, 20/s for 30 s
     python bench/change_latency.py --clusters 10000 --duration 10
@@ -102,66 +104,88 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    keys = Keys(NAMESPACE)
-    with EtcdCluster(1, extra_args=["--quota-backend-bytes", str(8 * 1024 ** 3)]) as etcd, \
-            tempfile.TemporaryDirectory(prefix="change-latency-") as tmp:
-        client = connect(etcd.endpoints, request_timeout=10.0, dial_timeout=5.0)
+def window(client: Any, keys: Keys, etcd: Any, tmp: Path, args: argparse.Namespace, interval: float,
+           ids: list[str], name: str) -> dict[str, Any]:
+    """One daemon at ``interval``; ``ids`` changed open loop at ``args.rate``; its latencies."""
+    worker = WorkerProcess(name, etcd.endpoints, NAMESPACE, tmp, ttl=10, interval=interval,
+                           request_timeout=2.0).start()
+    try:
         t = time.monotonic()
-        populate(client, keys, args.clusters)
-        print(f"loaded {args.clusters} clusters in {time.monotonic() - t:.1f} s", file=sys.stderr, flush=True)
-        worker = WorkerProcess("bench-1", etcd.endpoints, NAMESPACE, Path(tmp), ttl=10, interval=args.interval,
-                               request_timeout=2.0).start()
-        try:
-            t = time.monotonic()
-            await_first_pass(worker, timeout=120)
-            print(f"first full pass done {time.monotonic() - t:.1f} s after start", file=sys.stderr, flush=True)
-            landed = Landed(client, keys)
-            ids = changeable(args.clusters)
-            count = int(args.rate * args.duration)
-            if count > len(ids):
-                raise SystemExit(f"only {len(ids)} changeable clusters for {count} changes: lower --rate/--duration")
-            sent: list[tuple[str, int, float]] = []
-            passes_before = len(full_passes(worker))
-            late = 0.0
-            t0 = time.monotonic() + 0.5
-            for k, cid in enumerate(ids[:count]):
-                due = t0 + k / args.rate
-                wait = due - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)          # the schedule: open loop, by the clock
-                late = max(late, time.monotonic() - due)
-                rev = client.txn(kv.txn_request([], [kv.op_put(keys.dr_key(cid), '{"replication": "in_sync"}')]))
-                sent.append((cid, rev.header.revision, due))
-            window_end = time.monotonic()
-            deadline = window_end + args.settle
-            while time.monotonic() < deadline and any(landed.at(c, r) is None for c, r, _ in sent):
-                time.sleep(0.05)
-            passes = full_passes(worker)[passes_before:]
-            landed.close()
-        finally:
-            worker.terminate(timeout=10)
-            client.close()
+        await_first_pass(worker, timeout=120)
+        print(f"{name}: first full pass done {time.monotonic() - t:.1f} s after start", file=sys.stderr, flush=True)
+        landed = Landed(client, keys)
+        sent: list[tuple[str, int, float]] = []
+        passes_before = len(full_passes(worker))
+        late = 0.0
+        t0 = time.monotonic() + 0.5
+        for k, cid in enumerate(ids):
+            due = t0 + k / args.rate
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)          # the schedule: open loop, by the clock
+            late = max(late, time.monotonic() - due)
+            rev = client.txn(kv.txn_request([], [kv.op_put(keys.dr_key(cid), '{"replication": "in_sync"}')]))
+            sent.append((cid, rev.header.revision, due))
+        deadline = time.monotonic() + args.settle
+        while time.monotonic() < deadline and any(landed.at(c, r) is None for c, r, _ in sent):
+            time.sleep(0.05)
+        passes = full_passes(worker)[passes_before:]
+        landed.close()
+    finally:
+        worker.terminate(timeout=10)
     latencies = [(landed.at(c, r) - due) * 1000 for c, r, due in sent if landed.at(c, r) is not None]
     durations = [float(p.get("duration", 0)) for p in passes]
     return {"clusters": args.clusters, "changes": len(sent), "rate": args.rate, "duration": args.duration,
-            "landed": len(latencies), "p50": percentile(latencies, 0.5) if latencies else None,
+            "interval": interval, "landed": len(latencies),
+            "p50": percentile(latencies, 0.5) if latencies else None,
             "p99": percentile(latencies, 0.99) if latencies else None, "max": max(latencies) if latencies else None,
             "full_passes": len(passes), "pass_median": statistics.median(durations) if durations else None,
             "sender_late_ms": late * 1000}
 
 
-def print_table(r: dict[str, Any]) -> None:
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The window with full passes back to back, then (``--reference``) the same schedule on other
+    ids with no full pass running: what the passes add."""
+    keys = Keys(NAMESPACE)
+    with EtcdCluster(1, extra_args=["--quota-backend-bytes", str(8 * 1024 ** 3)]) as etcd, \
+            tempfile.TemporaryDirectory(prefix="change-latency-") as tmp:
+        client = connect(etcd.endpoints, request_timeout=10.0, dial_timeout=5.0)
+        try:
+            t = time.monotonic()
+            populate(client, keys, args.clusters)
+            print(f"loaded {args.clusters} clusters in {time.monotonic() - t:.1f} s", file=sys.stderr, flush=True)
+            ids = changeable(args.clusters)
+            count = int(args.rate * args.duration)
+            windows = [("bench-1", args.interval)] + ([("bench-ref", REFERENCE_INTERVAL)] if args.reference else [])
+            if count * len(windows) > len(ids):
+                raise SystemExit(f"only {len(ids)} changeable clusters for {count} changes a window: "
+                                 "lower --rate/--duration")
+            return [window(client, keys, etcd, Path(tmp), args, interval, ids[i * count:(i + 1) * count], name)
+                    for i, (name, interval) in enumerate(windows)]
+        finally:
+            client.close()
+
+
+#: the reference window's --interval: no full pass after the first one during the window
+REFERENCE_INTERVAL = 3600.0
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
     def ms(v: float | None) -> str:
         return f"{v:.1f}" if v is not None else "-"
 
-    head = (f"| {'clusters':>8} | {'changes':>7} | {'rate/s':>6} | {'landed':>6} | {'p50 ms':>8} | {'p99 ms':>8} "
-            f"| {'max ms':>8} | {'full passes meanwhile':>21} | {'pass median s':>13} | {'sender late ms':>14} |")
+    head = (f"| {'full passes':<22} | {'clusters':>8} | {'changes':>7} | {'rate/s':>6} | {'landed':>6} | {'p50 ms':>8} "
+            f"| {'p99 ms':>8} | {'max ms':>8} | {'full passes meanwhile':>21} | {'pass median s':>13} "
+            f"| {'sender late ms':>14} |")
     print(head)
     print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
-    median = f"{r['pass_median']:.2f}" if r["pass_median"] is not None else "-"
-    print(f"| {r['clusters']:>8} | {r['changes']:>7} | {r['rate']:>6g} | {r['landed']:>6} | {ms(r['p50']):>8} "
-          f"| {ms(r['p99']):>8} | {ms(r['max']):>8} | {r['full_passes']:>21} | {median:>13} | {r['sender_late_ms']:>14.1f} |")
+    for r in results:
+        what = ("none (reference)" if r["interval"] == REFERENCE_INTERVAL
+                else f"back to back ({r['interval']:g} s)")
+        median = f"{r['pass_median']:.2f}" if r["pass_median"] is not None else "-"
+        print(f"| {what:<22} | {r['clusters']:>8} | {r['changes']:>7} | {r['rate']:>6g} | {r['landed']:>6} "
+              f"| {ms(r['p50']):>8} | {ms(r['p99']):>8} | {ms(r['max']):>8} | {r['full_passes']:>21} "
+              f"| {median:>13} | {r['sender_late_ms']:>14.1f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of changes")
     parser.add_argument("--interval", type=float, default=0.2, help="the daemon's --interval: full passes back to back")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait for the last records")
+    parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the same schedule with no full pass running (default: on)")
     args = parser.parse_args(argv)
-    result = run(args)
-    print_table(result)
-    return 0 if result["landed"] == result["changes"] else 1
+    results = run(args)
+    print_table(results)
+    return 0 if all(r["landed"] == r["changes"] for r in results) else 1
 
 
 if __name__ == "__main__":
