@@ -1,9 +1,10 @@
 """The one retry policy: how long to wait before trying etcd again, and how to wait.
 
 Every loop that retries etcd (opening a session and campaigning, a reconcile pass, the controls
-watch) asks this object instead of keeping its own backoff: capped exponential backoff with jitter
-for an unreachable etcd, and one TTL between attempts when etcd refuses our credentials or a
-permission (asking again sooner cannot help and only hammers etcd). Built on tenacity.
+watch, the keepalive and watch streams of ``worker.etcd``) asks a policy object instead of keeping
+its own backoff: capped exponential backoff with jitter for an unreachable etcd, and one TTL
+between attempts when etcd refuses our credentials or a permission (asking again sooner cannot
+help and only hammers etcd). Built on tenacity.
 """
 
 from __future__ import annotations

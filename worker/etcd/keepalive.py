@@ -21,12 +21,13 @@ import grpc
 from pyetcd import etcdrpc
 
 from worker.etcd.errors import EtcdError, InvalidTokenError, LeaseNotFoundError, from_grpc
+from worker.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from worker.etcd.client import EtcdClient
 
-_BACKOFF_START = 0.05
-_BACKOFF_MAX = 0.5
+#: a broken keepalive stream is opened again soon: the lease's TTL is the budget
+RETRY = RetryPolicy(initial=0.05, maximum=0.5)
 
 
 class LeaseKeeper:
@@ -80,11 +81,11 @@ class LeaseKeeper:
             self._on_lost(reason)
 
     def _run(self) -> None:
-        backoff = _BACKOFF_START
+        attempt = 0
         while not self._stop.is_set() and not self.lost.is_set():
             try:
                 self._stream_once()
-                backoff = _BACKOFF_START
+                attempt = 0
             except grpc.RpcError as exc:
                 if self._stop.is_set() or self.lost.is_set():
                     break
@@ -104,9 +105,9 @@ class LeaseKeeper:
             if time.monotonic() >= self.deadline:
                 self._lose(f"no keepalive answered for {self.ttl} s (lease TTL)")
                 break
-            if self._stop.wait(min(backoff, max(0.0, self.deadline - time.monotonic()))):
+            attempt += 1
+            if self._stop.wait(min(RETRY.wait(attempt), max(0.0, self.deadline - time.monotonic()))):
                 break
-            backoff = min(backoff * 2, _BACKOFF_MAX)
 
     def _stream_once(self) -> None:
         done = threading.Event()

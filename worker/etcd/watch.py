@@ -29,6 +29,7 @@ from worker.etcd.errors import (
     from_grpc,
 )
 from worker.etcd.kv import to_bytes
+from worker.retry import RetryPolicy
 
 #: the event types a ``WatchResponse`` carries (re-exported: pyetcd's types stay in ``worker.etcd``)
 DeleteEvent = pyetcd_events.DeleteEvent
@@ -37,8 +38,8 @@ PutEvent = pyetcd_events.PutEvent
 if TYPE_CHECKING:
     from worker.etcd.client import EtcdClient
 
-_BACKOFF_START = 0.05
-_BACKOFF_MAX = 1.0
+#: a broken watch stream is opened again soon, from the next revision it has not delivered
+RETRY = RetryPolicy(initial=0.05, maximum=1.0)
 _CLOSED = object()
 
 
@@ -143,7 +144,7 @@ class Watch:
         done.wait()  # keep the request side open until this stream ends
 
     def _run(self) -> None:
-        backoff = _BACKOFF_START
+        attempt = 0
         fresh_token = False  # re-authenticated since the last stream was refused for permission
         while not self._stop.is_set():
             if self._stream_created:  # a stream worked since: a later denial earns a re-login again
@@ -152,7 +153,7 @@ class Watch:
             try:
                 delivered = self._stream_once()
                 if delivered:
-                    backoff = _BACKOFF_START
+                    attempt = 0
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
@@ -180,9 +181,9 @@ class Watch:
             except EtcdError:
                 if self._stop.is_set():
                     break
-            if self._stop.wait(backoff):
+            attempt += 1
+            if self._stop.wait(RETRY.wait(attempt)):
                 break
-            backoff = min(backoff * 2, _BACKOFF_MAX)
             self.reconnects += 1
 
     def _reauthenticate(self) -> bool:
