@@ -8,9 +8,13 @@ these keys in this order. Two records are the *same* when they differ at most in
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+#: ``json.dumps``'s own string encoder (ASCII, C-accelerated)
+_enc = encode_basestring_ascii
 
 STATES = ("unprotected", "protecting", "protected", "degraded", "deleted")
 FIELDS = ("state", "reason", "dr_site", "cluster_revision", "dr_revision", "term", "updated_at")
@@ -35,9 +39,13 @@ class Record:
         return other is not None and self.content() == other.content()
 
     def to_json(self) -> str:
-        return json.dumps({"state": self.state, "reason": self.reason, "dr_site": self.dr_site,
-                           "cluster_revision": self.cluster_revision, "dr_revision": self.dr_revision,
-                           "term": self.term, "updated_at": self.updated_at})
+        """The stored text: exactly ``json.dumps`` of the record's fields in ``FIELDS`` order, built
+        directly (this runs once per record written: 100,000 on a first pass)."""
+        return (f'{{"state": {_enc(self.state)}, "reason": {_enc(self.reason)}, "dr_site": '
+                f'{"null" if self.dr_site is None else _enc(self.dr_site)}, '
+                f'"cluster_revision": {int(self.cluster_revision)}, '
+                f'"dr_revision": {"null" if self.dr_revision is None else int(self.dr_revision)}, '
+                f'"term": {int(self.term)}, "updated_at": {_enc(self.updated_at)}}}')
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Record:

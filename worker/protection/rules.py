@@ -129,9 +129,9 @@ def checked_inputs(cid: str, cluster: Any, dr: Any) -> tuple[ClusterSpec, str | 
         return InvalidInput(_key_text(dr.key), dr.mod_revision, str(exc))
 
 
-def desired(obs: Observed) -> Record | InvalidInput | None:
-    """The record the rules call for (term/updated_at left empty), ``None`` for "no record",
-    or the first bad input. ``obs.cluster`` must be present."""
+def desired(obs: Observed, term: int = 0, updated_at: str = "") -> Record | InvalidInput | None:
+    """The record the rules call for (carrying ``term`` and ``updated_at``, which no comparison
+    looks at), ``None`` for "no record", or the first bad input. ``obs.cluster`` must be present."""
     cluster = obs.cluster
     checked = checked_inputs(obs.id, cluster, obs.dr)
     if isinstance(checked, InvalidInput):
@@ -139,14 +139,14 @@ def desired(obs: Observed) -> Record | InvalidInput | None:
     spec, replication = checked
     if not spec.allocated:
         # reclaim: the DR key is not consulted; "unprotected" and "none" stay (handled by decide)
-        return Record("deleted", REASON_RECLAIMED, spec.dr_site, cluster.mod_revision, None)
+        return Record("deleted", REASON_RECLAIMED, spec.dr_site, cluster.mod_revision, None, term, updated_at)
     if spec.dr_site is None:
-        return Record("unprotected", REASON_NO_DR, None, cluster.mod_revision, None)
+        return Record("unprotected", REASON_NO_DR, None, cluster.mod_revision, None, term, updated_at)
     if replication is None:
         return Record("protecting", f"DR site {spec.dr_site} has no replication status yet", spec.dr_site,
-                      cluster.mod_revision, None)
+                      cluster.mod_revision, None, term, updated_at)
     return Record(REPLICATION_STATES[replication], f"DR site {spec.dr_site} replication {replication}",
-                  spec.dr_site, cluster.mod_revision, obs.dr.mod_revision)
+                  spec.dr_site, cluster.mod_revision, obs.dr.mod_revision, term, updated_at)
 
 
 def decide(obs: Observed, *, term: int = 0, updated_at: str = "") -> Decision:
@@ -156,7 +156,7 @@ def decide(obs: Observed, *, term: int = 0, updated_at: str = "") -> Decision:
         if obs.protection is None:
             return Decision("none", obs.id)
         return Decision("delete", obs.id, old, old_state)          # removal / orphan: deleted outright
-    want = desired(obs)
+    want = desired(obs, term, updated_at)
     if isinstance(want, InvalidInput):
         return Decision("invalid", obs.id, old, old_state, invalid=want)
     assert want is not None
@@ -168,8 +168,6 @@ def decide(obs: Observed, *, term: int = 0, updated_at: str = "") -> Decision:
     recreate = old_state == "deleted" and want.state != "deleted"   # allocation: a new lifecycle
     if obs.protection is not None and not recreate and want.same(old):
         return Decision("unchanged", obs.id, old, old_state)
-    want = Record(want.state, want.reason, want.dr_site, want.cluster_revision, want.dr_revision,
-                  term, updated_at)
     if obs.protection is None:
         return Decision("create", obs.id, None, old_state, want)
     if recreate:
