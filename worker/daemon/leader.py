@@ -194,9 +194,11 @@ class LeaderTerm:
         conflicted = set(full.conflicted_ids)
         for line in then.changes:  # "action ID old -> new"
             _action, cid, old, _arrow, new = line.split(" ")
-            if cid in conflicted:
-                counted[new] -= new != "none"
-                counted[old] += old != "none"
+            if cid in conflicted:  # its write was skipped: the full pass counted the stored state
+                if new != "none":
+                    counted[new] -= 1
+                if old != "none":
+                    counted[old] += 1
         return counted
 
     def _pass(self, fence: Fence, ids: set[str] | None,
