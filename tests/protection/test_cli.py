@@ -189,3 +189,17 @@ def test_reconcile_once_only_plans_in_maintenance_mode(cli, client, keys):
     assert record(client, keys, "a") is None and count(client, keys.election) == 0
     set_paused(client, keys, False, by="test")
     assert cli("reconcile", "--once")[0] == 0 and record(client, keys, "a")["state"] == "unprotected"
+
+
+def test_reconcile_once_json_is_one_object_with_the_moves(cli, client, keys):
+    put(client, keys.cluster("a"), cluster(True, "s"))
+    put(client, keys.dr_key("a"), dr("in_sync"))
+    put(client, keys.cluster("b"), cluster(True, None))
+    code, out, _ = cli("reconcile", "--once", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert (result["created"], result["states"]) == (2, {"protected": 1, "unprotected": 1})
+    assert result["moved"] == {"protected": 1, "unprotected": 1}
+    put(client, keys.dr_key("a"), dr("broken"))
+    result = json.loads(cli("reconcile", "--once", "--json")[1])
+    assert (result["updated"], result["moved"]) == (1, {"protected": -1, "degraded": 1})

@@ -63,7 +63,7 @@ class PassResult:
     states: dict[str, int] = field(default_factory=dict)
     #: what its landed writes changed in the records by state (old state -1, new state +1; all of
     #: them, where ``changes`` keeps the first ``MAX_CHANGE_LINES``)
-    moved: collections.Counter[str] = field(default_factory=collections.Counter)
+    moved: dict[str, int] = field(default_factory=dict)
     #: changes skipped because the protection key or an input moved since it was read (see ``writer``)
     conflicts: int = 0
     #: their ids: a newer input (or record) is there; the daemon reconciles these again
@@ -200,10 +200,11 @@ class _Pass:
                 self.states[d.old_state] += 1
             return
         setattr(r, _COUNTER[d.action], getattr(r, _COUNTER[d.action]) + 1)
+        moved = r.moved
         if d.old_state != "none":
-            r.moved[d.old_state] -= 1
+            moved[d.old_state] = moved.get(d.old_state, 0) - 1
         if d.new_state != "none":
-            r.moved[d.new_state] += 1
+            moved[d.new_state] = moved.get(d.new_state, 0) + 1
         if self.max_lines is None or len(r.changes) < self.max_lines:
             r.changes.append(d.line())
         else:
