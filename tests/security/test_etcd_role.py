@@ -46,6 +46,10 @@ def test_print_names_the_prefix_with_its_trailing_slash(given):
     assert "user add protection-worker" in lines[0] and "role add protection-worker" in lines[1]
     assert lines[3].endswith("user grant-role protection-worker protection-worker")
     assert all(line.startswith("etcdctl --endpoints=https://etcd-1:2379 ") for line in lines)
+    # what etcd 3.5.28+ asks beyond readwrite, and why the role still suffices (on stderr)
+    notes = result.stderr
+    assert "3.5.28" in notes and "LeaseKeepAlive" in notes and "/prod/protection/" in notes
+    assert "Maintenance.Status" in notes and "GET /version" in notes
 
 
 def test_printed_commands_run_as_is_with_etcdctl(secure_etcd, ns, tmp_path):

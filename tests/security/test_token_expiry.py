@@ -1,5 +1,12 @@
 """etcd's auth tokens expire (here after ``TOKEN_TTL`` = 2 idle seconds): a running leader renews
-its token and keeps leading, without a restart, a new term or a missed input change."""
+its token and keeps leading, without a restart, a new term or a missed input change.
+
+Which request meets the expired token depends on the release, and the test holds on both:
+before 3.5.28 LeaseKeepAlive carried no auth, so only the leader's reaction to an input change
+does; from 3.5.28 (CVE-2026-33343) every keepalive is checked against the token, and each check
+refreshes a simple token's TTL. So the election TTL here is long enough (keepalive every TTL/3 =
+4 s) that the token idles past ``TOKEN_TTL`` between two keepalives: on 3.5.28+ the keepalive
+stream itself meets "invalid auth token" and must log in again without losing the lease."""
 
 from __future__ import annotations
 
@@ -11,13 +18,25 @@ from worker.protection.keys import Keys
 
 from .conftest import TOKEN_TTL, credentials, least_privilege_user, worker_process
 
-ROUNDS = 3
+ROUNDS = 2
+#: election TTL: keepalives every ELECTION_TTL / 3 = 4 s, longer than a token can idle (TTL + 1 s sweep)
+ELECTION_TTL = 12
+KEEPALIVE_EVERY = ELECTION_TTL / 3
 
 
 def _logins(worker) -> int:
     code, health = worker.get("/healthz")
     assert code == 200, health
     return health["etcd_requests"].get("authenticate", 0)
+
+
+def _await(predicate, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def test_a_leader_keeps_leading_across_token_expiry(secure_etcd, ns, tmp_path, workers):
@@ -27,8 +46,8 @@ def test_a_leader_keeps_leading_across_token_expiry(secure_etcd, ns, tmp_path, w
     keys = Keys(ns)
     client.put(keys.cluster("c-1"), json.dumps({"allocated": True, "dr_site": "site-b"}))
     creds = credentials(tmp_path, secure_etcd, user, "credentials")
-    # interval 30 s: between input changes the leader sends nothing that would refresh its token
-    worker = worker_process("leader", secure_etcd, ns, tmp_path / "logs", creds, ttl=3, interval=30.0)
+    # interval 30 s: between input changes the leader sends nothing but keepalives
+    worker = worker_process("leader", secure_etcd, ns, tmp_path / "logs", creds, ttl=ELECTION_TTL, interval=30.0)
     workers.append(worker.start())
     leader, term, _ = await_leader(client, keys)
     assert leader == worker.instance_id
@@ -44,9 +63,12 @@ def test_a_leader_keeps_leading_across_token_expiry(secure_etcd, ns, tmp_path, w
         current = await_records(client, keys, lambda r: r["c-1"]["state"] == want, timeout=10)
         assert current["c-1"]["term"] == term
         assert leader_of(client, keys) == (worker.instance_id, term), f"round {i}: leadership changed"
-        now = _logins(worker)
-        assert now > logins, f"round {i}: the token did not expire (no re-login), so nothing was tested"
-        logins = now
+        # the re-login came with the input change (keepalives without auth), or comes with the
+        # second keepalive after it at the latest (keepalives checked against the token)
+        relogged = _await(lambda: _logins(worker) > logins, 2 * KEEPALIVE_EVERY + 2)
+        assert relogged, f"round {i}: the token did not expire (no re-login), so nothing was tested"
+        assert leader_of(client, keys) == (worker.instance_id, term), f"round {i}: leadership changed"
+        logins = _logins(worker)
     assert worker.get("/leader")[0] == 200
     events = [e["event"] for e in worker.log_events()]
     assert events.count("became_leader") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from typing import Callable
 
 from worker import config
@@ -25,9 +26,11 @@ def setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
     parser.add_argument("--password-file", help="with --apply: the password for a new worker user")
 
     def handler(args: argparse.Namespace) -> int:
-        from worker.ops.etcd_role import RolePlan, apply, print_commands
+        from worker.ops.etcd_role import RolePlan, apply, print_commands, release_notes
         cfg = load_config_or_exit(args)
         plan = RolePlan(cfg.etcd.namespace, args.user, args.role)
+        for note in release_notes(plan):  # stderr: stdout stays the commands, runnable as they are
+            print(f"# {note}", file=sys.stderr)
         if args.print_:
             flags = f"--endpoints={','.join(cfg.etcd.endpoints)}"
             for flag, value in (("--cacert", cfg.etcd.ca_cert), ("--cert", cfg.etcd.cert), ("--key", cfg.etcd.key)):

@@ -1,7 +1,8 @@
 """The least-privilege etcd user for the worker: one role, readwrite on ``{ns}/`` and nothing else.
 
-Everything the worker does stays under ``{ns}/`` (its reads of the revision included), and leases
-need no key permission, so this role is all it needs. ``print_commands`` gives the ``etcdctl``
+Everything the worker does stays under ``{ns}/`` (its reads of the revision included), so this role
+is all it needs, on every etcd 3.5 release tested (3.5.1, 3.5.16, 3.5.30). ``RELEASE_NOTES`` says
+why that still holds from etcd 3.5.28, which tightened auth (CVE-2026-33413, CVE-2026-33343). ``print_commands`` gives the ``etcdctl``
 lines an etcd admin runs once; ``apply`` does the same through the Auth API, idempotently (an
 existing user, role or grant is left as it is, so it can run on every deploy).
 """
@@ -18,6 +19,21 @@ from worker.etcd import auth_pb2
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError, EtcdRequestError
+
+
+#: what etcd 3.5.28 and later require beyond readwrite on ``{ns}/``, and why the role still suffices
+RELEASE_NOTES = (
+    "etcd 3.5.28+: LeaseGrant and LeaseRevoke need an authenticated user: this user (no extra role).",
+    "etcd 3.5.28+: LeaseKeepAlive needs put permission on every key attached to the lease: the worker "
+    "attaches only its election and lock keys, both under {prefix}, so readwrite there covers it.",
+    "etcd 3.5.28-3.5.31: Maintenance.Status needs the root role (3.5.28: MemberList too, until 3.5.29): "
+    "the worker never calls them (it reads the server version from GET /version), so no admin role.",
+)
+
+
+def release_notes(plan: RolePlan) -> list[str]:
+    """release_notes returns ``RELEASE_NOTES`` for ``plan``'s prefix: what and why, one line each."""
+    return [note.format(prefix=plan.prefix) for note in RELEASE_NOTES]
 
 
 @dataclass(frozen=True)
