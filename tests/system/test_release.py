@@ -95,6 +95,17 @@ def test_unit_releases_after_death_and_ends_a_hang_within_watchdog_plus_one_seco
     assert parse_seconds(d["TimeoutAbortSec"][0]) <= 1.0  # else a stopped process lives TimeoutStopSec more
 
 
+def test_the_template_unit_is_the_shipped_unit_with_a_directory_and_config_per_instance() -> None:
+    template = UNIT.with_name("protection-worker@.service")
+    plain, per_instance = read_unit(UNIT.read_text()), read_unit(template.read_text())
+    expected = {key: [v.replace("/etc/protection-worker/config.toml", "/etc/protection-worker/%i.toml")
+                      for v in values] for key, values in plain.items()}
+    expected["RuntimeDirectory"] = ["protection-worker-%i"]
+    assert per_instance == expected
+    assert read_unit(template.read_text(), "Install") == read_unit(UNIT.read_text(), "Install")
+    assert "Description=protection-worker %i:" in template.read_text()
+
+
 # -- the lease file --------------------------------------------------------------------------
 def test_lease_file_names_the_process_by_pid_and_start_time(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
@@ -110,6 +121,84 @@ def test_lease_file_names_the_process_by_pid_and_start_time(tmp_path: Path, monk
     assert [p.name for p in tmp_path.iterdir()] == [lease_file.NAME]  # written by rename: no leftovers
     lease_file.clear()
     assert lease_file.read(tmp_path / lease_file.NAME) is None
+
+
+def test_a_pid_that_cannot_be_inspected_counts_as_alive(monkeypatch) -> None:
+    """Under ``ProtectProc=invisible`` another DynamicUser's ``/proc/PID`` cannot be read, while the
+    process runs: only "no such process" (ESRCH) is dead; EPERM from ``kill(pid, 0)`` is alive."""
+    live = subprocess.Popen(["sleep", "30"])
+    reaped = subprocess.Popen(["true"])
+    reaped.wait()
+    try:
+        monkeypatch.setattr(lease_file, "start_time", lambda pid: None)      # /proc/PID hidden
+        monkeypatch.setattr(lease_file, "_stat_readable", lambda pid: False)
+        assert lease_file.alive(lease_file.LeaseRecord(1, "hidden", live.pid, 123))
+        assert not lease_file.alive(lease_file.LeaseRecord(1, "gone", reaped.pid, 123))
+        real_kill = os.kill
+
+        def eperm(pid: int, sig: int) -> None:  # another user's process: we may not signal it
+            if pid == live.pid and sig == 0:
+                raise PermissionError(1, "Operation not permitted")
+            real_kill(pid, sig)
+
+        monkeypatch.setattr(os, "kill", eperm)
+        assert lease_file.alive(lease_file.LeaseRecord(1, "hidden", live.pid, 123))
+        # and a release of such a record refuses (no etcd contacted)
+        assert lease_file.gone(reaped.pid, None) and not lease_file.gone(live.pid, 123)
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_record_from_another_boot_is_dead(tmp_path: Path) -> None:
+    rec = lease_file.LeaseRecord(1, "x", os.getpid(), lease_file.start_time(os.getpid()), boot_id="not-this-boot")
+    assert not lease_file.alive(rec)
+
+
+def test_release_never_takes_another_invocations_record(tmp_path: Path, monkeypatch, client) -> None:
+    """Two instances sharing one runtime directory (the shipped unit's fixed name, run twice on a
+    host): the record of the other instance is never released by this one's ``ExecStopPost=``,
+    even when its pid looks dead from here; the same invocation's own record is."""
+    from worker.ops.release import FOREIGN, REVOKED, release
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    file = tmp_path / lease_file.NAME
+    lease = client.lease_grant(60).ID
+    lease_file.write(lease_file.LeaseRecord(lease, "pw-3", dead.pid, None, invocation_id="a" * 32,
+                                            unit="protection-worker-3.service"), file)
+    monkeypatch.setenv("INVOCATION_ID", "b" * 32)
+    from worker.etcd import connect as connect_etcd
+    connected: list[int] = []
+
+    def connect():
+        connected.append(1)
+        return connect_etcd([client.endpoint_url])
+
+    result = release(file, connect)
+    assert result.outcome == FOREIGN and "invocation" in result.detail, result
+    assert connected == [] and client.lease_time_to_live(lease).TTL > 0   # untouched
+    assert lease_file.read(file) is not None                                # and its record kept
+    monkeypatch.setenv("INVOCATION_ID", "a" * 32)                          # its own ExecStopPost=
+    monkeypatch.setattr(lease_file, "own_unit", lambda: "protection-worker-3.service")
+    assert release(file, connect).outcome == REVOKED
+    assert client.lease_time_to_live(lease).TTL == -1
+
+
+def test_the_record_names_the_invocation_unit_and_boot(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("INVOCATION_ID", "c" * 32)
+    lease_file.record(0xABC, "me")
+    rec = lease_file.read(tmp_path / lease_file.NAME)
+    assert rec is not None and rec.invocation_id == "c" * 32 and rec.boot_id == lease_file.boot_id()
+    assert lease_file.own_unit(str(_cgroup(tmp_path, "0::/system.slice/protection-worker@a.service\n"))) == \
+        "protection-worker@a.service"
+    assert lease_file.own_unit(str(_cgroup(tmp_path, "0::/user.slice\n"))) is None
+
+
+def _cgroup(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cgroup"
+    path.write_text(text)
+    return path
 
 
 # -- with real instances ---------------------------------------------------------------------

@@ -7,7 +7,15 @@ recorded.
 
 The record names the lease, the instance id, the process id and the process's start time (field 22
 of ``/proc/PID/stat``, clock ticks since boot): a pid alone could be reused, a pid with its start
-time cannot. It is written whole (a temporary file renamed over the old one), so a reader sees the
+time cannot. It also names which run of which unit wrote it: systemd's ``$INVOCATION_ID`` (one per
+start of a unit, shared by its ``ExecStopPost=``), the unit (from ``/proc/self/cgroup``) and the
+boot id, so a release run by one unit's instance never takes another instance's record for its own
+(two instances that share a runtime directory by mistake, or a record left by an earlier boot).
+
+Whether the recording process still runs: a pid whose ``/proc/PID`` cannot be read is not
+therefore dead. Under ``ProtectProc=invisible`` another DynamicUser's processes are hidden from
+``/proc``, while ``kill(pid, 0)`` still answers EPERM for a live one: only ESRCH (no such process)
+means dead, and a pid that exists but cannot be inspected counts as alive. It is written whole (a temporary file renamed over the old one), so a reader sees the
 previous record or the new one, never half of either. Nothing here raises: recording is a help for
 a faster failover, never a reason for the daemon to stop (without a record the lease expires by TTL).
 """
@@ -25,15 +33,57 @@ NAME = "lease.json"
 
 @dataclass(frozen=True)
 class LeaseRecord:
-    """What one process recorded: its lease (an etcd lease id), who it is, and which process."""
+    """What one process recorded: its lease (an etcd lease id), who it is, which process, and
+    which run of which unit on which boot (None where unknown: not under systemd, an old record)."""
 
     lease: int
     instance_id: str
     pid: int
     start_time: int | None
+    invocation_id: str | None = None
+    unit: str | None = None
+    boot_id: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "lease_hex": f"{self.lease:x}"}, sort_keys=True)
+
+
+def invocation_id(env: Mapping[str, str] | None = None) -> str | None:
+    """systemd's ``$INVOCATION_ID`` for this run of the unit, or None outside systemd."""
+    return (os.environ if env is None else env).get("INVOCATION_ID") or None
+
+
+def own_unit(cgroup_file: str = "/proc/self/cgroup") -> str | None:
+    """The systemd unit this process runs in (the last ``*.service`` of its cgroup path), or None."""
+    try:
+        text = Path(cgroup_file).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        for part in reversed(line.rpartition(":")[2].split("/")):
+            if part.endswith(".service"):
+                return part
+    return None
+
+
+def boot_id() -> str | None:
+    """This boot's id (``/proc/sys/kernel/random/boot_id``), or None."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def foreign(record: LeaseRecord, env: Mapping[str, str] | None = None) -> str | None:
+    """Why ``record`` is not this unit run's own (another invocation or unit wrote it), or None.
+    Only what both sides know is compared: a record or a caller outside systemd is not foreign."""
+    mine = invocation_id(env)
+    if record.invocation_id and mine and record.invocation_id != mine:
+        return f"recorded by invocation {record.invocation_id} of {record.unit or 'a unit'}, not this one ({mine})"
+    unit = own_unit()
+    if record.unit and unit and record.unit != unit:
+        return f"recorded by unit {record.unit}, not by {unit}"
+    return None
 
 
 def runtime_dir(env: Mapping[str, str] | None = None) -> Path | None:
@@ -62,10 +112,44 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists, visible or not: ``kill(pid, 0)``, EPERM included."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, we may only not signal it
+    return True
+
+
 def alive(record: LeaseRecord) -> bool:
-    """Is the process that wrote ``record`` still running (same pid, same start time)?"""
+    """Is the process that wrote ``record`` still running (same pid, same start time)?
+
+    Dead only when that is certain: a record from another boot; no process with that pid; a
+    zombie or another process (another start time) under it. A pid that exists but whose
+    ``/proc`` entry cannot be read (``ProtectProc=invisible``, another user) counts as alive."""
+    if record.boot_id and record.boot_id != boot_id():
+        return False
     now = start_time(record.pid)
-    return now is not None and (record.start_time is None or now == record.start_time)
+    if now is not None:
+        return record.start_time is None or now == record.start_time
+    if _stat_readable(record.pid):
+        return False  # readable and None: a zombie
+    return exists(record.pid)
+
+
+def gone(pid: int, born: int | None) -> bool:
+    """Whether the process ``pid`` started at ``born`` has certainly exited (or is a zombie)."""
+    return not alive(LeaseRecord(0, "", pid, born))
+
+
+def _stat_readable(pid: int) -> bool:
+    try:
+        Path(f"/proc/{pid}/stat").read_bytes()
+        return True
+    except OSError:
+        return False
 
 
 def write(record: LeaseRecord, file: Path) -> None:
@@ -84,8 +168,10 @@ def read(file: Path) -> LeaseRecord | None:
     except OSError as exc:
         raise ValueError(f"{file}: {exc}") from exc
     try:
+        optional = {name: None if raw.get(name) is None else str(raw[name])
+                    for name in ("invocation_id", "unit", "boot_id")}
         return LeaseRecord(int(raw["lease"]), str(raw["instance_id"]), int(raw["pid"]),
-                           None if raw.get("start_time") is None else int(raw["start_time"]))
+                           None if raw.get("start_time") is None else int(raw["start_time"]), **optional)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{file}: not a lease record ({exc})") from exc
 
@@ -97,7 +183,8 @@ def record(lease: int, instance_id: str) -> None:
         return
     pid = os.getpid()
     try:
-        write(LeaseRecord(int(lease), instance_id, pid, start_time(pid)), file)
+        write(LeaseRecord(int(lease), instance_id, pid, start_time(pid), invocation_id(), own_unit(), boot_id()),
+              file)
     except OSError:
         pass  # no record: a crash is then released by the lease's TTL, as without systemd
 

@@ -8,10 +8,17 @@ election key's create revision, so a holder that is in fact alive cannot write o
 gone — it steps down and campaigns again. A wrong release costs a handover, never a stale write.
 
 Which lease: exactly the one the dead process recorded in its lease file
-(``worker.daemon.lease_file``: lease, instance id, pid, start time). A release refuses while that
-pid with that start time is alive: then the record is a live process's (for example the instance
-already restarted and recorded its new lease), and revoking it would only force a handover. Only
-``force`` overrides that.
+(``worker.daemon.lease_file``: lease, instance id, pid, start time, systemd invocation id, unit,
+boot id). A release refuses
+
+* while that pid is alive, or cannot be inspected (``ProtectProc=invisible`` hides another
+  DynamicUser's ``/proc/PID``; ``kill(pid, 0)`` answering EPERM means alive): then the record is a
+  live process's (for example the instance already restarted and recorded its new lease), and
+  revoking it would only force a handover;
+* when another run of a unit wrote the record (its ``$INVOCATION_ID`` or unit is not the
+  caller's): two instances sharing one runtime directory would otherwise release each other.
+
+Only ``force`` overrides that.
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from worker.daemon.lease_file import LeaseRecord, alive, read, start_time
+from worker.daemon.lease_file import LeaseRecord, alive, foreign, gone, read
 from worker.etcd.errors import LeaseNotFoundError
 
 #: outcomes of ``release``
-REVOKED, GONE, NOTHING, ALIVE, UNREADABLE = "revoked", "gone", "nothing", "alive", "unreadable"
+REVOKED, GONE, NOTHING, ALIVE, UNREADABLE, FOREIGN = "revoked", "gone", "nothing", "alive", "unreadable", "foreign"
 #: how often a drill looks whether a killed pid has died
 POLL = 0.002
 
@@ -43,7 +50,9 @@ class Release:
         return {"outcome": self.outcome, "detail": self.detail,
                 "lease": None if rec is None else f"{rec.lease:x}",
                 "instance_id": None if rec is None else rec.instance_id,
-                "pid": None if rec is None else rec.pid}
+                "pid": None if rec is None else rec.pid,
+                "invocation_id": None if rec is None else rec.invocation_id,
+                "unit": None if rec is None else rec.unit}
 
 
 def revoke_lease(client: Any, lease: int, timeout: float | None = None) -> bool:
@@ -69,6 +78,10 @@ def release(file: Path, connect: Callable[[], Any], *, force: bool = False,
     if rec is None:
         return Release(NOTHING, None, f"nothing to release: no lease recorded in {file}")
     who = f"lease {rec.lease:x} of {rec.instance_id} (pid {rec.pid})"
+    other = foreign(rec)
+    if other and not force:
+        return Release(FOREIGN, rec, f"not released: {who} was {other}; each instance needs a runtime "
+                                     "directory of its own (the template unit protection-worker@.service)")
     holder_alive = alive(rec)
     if holder_alive and not force:
         return Release(ALIVE, rec, f"not released: {who} is held by a running process "
@@ -78,7 +91,7 @@ def release(file: Path, connect: Callable[[], Any], *, force: bool = False,
         revoked = revoke_lease(client, rec.lease, timeout)
     finally:
         client.close()
-    if not holder_alive:
+    if not holder_alive and not other:
         _forget(file, rec)
     if not revoked:
         return Release(GONE, rec, f"nothing to release: {who} was already gone")
@@ -98,8 +111,7 @@ def await_death(pid: int, born: int | None, timeout: float) -> bool:
     """Wait until the process ``pid`` started at ``born`` has exited (gone or a zombie); True if it has."""
     deadline = time.monotonic() + timeout
     while True:
-        now = start_time(pid)
-        if now is None or (born is not None and now != born):
+        if gone(pid, born):
             return True
         if time.monotonic() >= deadline:
             return False
