@@ -103,8 +103,14 @@ def await_journal(workers: SystemdWorkers, name: str, *texts: str, timeout: floa
         seen[0] = workers.journal(name)
         return all(t in seen[0] for t in texts)
 
-    assert workers.systemd.await_(has, timeout, 0.1), (texts, seen[0][-3000:])
+    assert workers.systemd.await_(has, timeout, 0.1), (texts, _digest(seen[0]))
     return seen[0]
+
+
+def _digest(journal: str) -> str:
+    """systemd's lines and the last few of the worker's, for an assertion message."""
+    lines = journal.splitlines()
+    return "\n".join([line for line in lines if not line.startswith("{")][-40:] + lines[-8:])
 
 
 def test_active_running_after_ready_with_status(workers, client, keys) -> None:
@@ -225,3 +231,73 @@ def test_two_instances_sharing_the_runtime_directory_never_release_each_other(
 def test_template_instances_have_runtime_directories_of_their_own(workers, systemd) -> None:
     dirs = {name: workers.show(name, "RuntimeDirectory")["RuntimeDirectory"] for name in NAMES}
     assert dirs == {name: f"protection-worker-{name}" for name in NAMES}
+
+
+def test_load_credential_for_an_auth_enabled_etcd_and_release_as_the_dynamic_user(
+        systemd, bin_dir, tmp_path_factory) -> None:
+    """Mutual TLS, auth on, the least-privilege role: the password reaches the DynamicUser only
+    through LoadCredential= (root:root 0600 on the host), the client key likewise; the instance
+    leads, and a SIGKILL's ExecStopPost= release (same credential) revokes its lease."""
+    import trustme
+
+    from tests.security.conftest import AUTH_ARGS, PASSWORD, ROOT_PASSWORD, enable_auth, least_privilege_user
+    from worker.ops.embedded_etcd import TLSFiles
+
+    base = tmp_path_factory.mktemp("sd-tls")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client_cert = ca.issue_cert("worker@protection-worker.test", common_name="worker")
+    files = {"ca.pem": ca.cert_pem, "server.pem": server.cert_chain_pems[0], "server-key.pem": server.private_key_pem,
+             "client.pem": client_cert.cert_chain_pems[0], "client-key.pem": client_cert.private_key_pem}
+    for name, blob in files.items():
+        blob.write_to_path(str(base / name))
+
+    class _Certs:  # what enable_auth needs
+        ca, client_cert, client_key = str(base / "ca.pem"), str(base / "client.pem"), str(base / "client-key.pem")
+
+    keys = Keys(f"/sd-auth-{os.getpid()}")
+    user = "pw-systemd"
+    with EtcdCluster(1, tls=TLSFiles(str(base / "server.pem"), str(base / "server-key.pem"), str(base / "ca.pem")),
+                     extra_args=AUTH_ARGS) as etcd:
+        enable_auth(etcd.endpoints[0], _Certs)
+        admin = connect(etcd.endpoints, ca_cert=_Certs.ca, cert=_Certs.client_cert, key=_Certs.client_key,
+                        username="root", password=ROOT_PASSWORD, dial_timeout=5.0)
+        try:
+            least_privilege_user(admin, keys.namespace, user)
+            # the operator's files: certificates readable (0644), the secrets root-only (0600)
+            for name in ("ca.pem", "client.pem"):
+                dest = systemd.etc(f"protection-worker/tls/{name}")
+                dest.write_bytes((base / name).read_bytes())
+                dest.chmod(0o644)
+                dest.parent.chmod(0o755)
+            for name, data in (("auth.etcd-password", PASSWORD + "\n"),
+                               ("tls/client-key.pem", (base / "client-key.pem").read_text())):
+                dest = systemd.etc(f"protection-worker/{name}")
+                dest.write_text(data)
+                dest.chmod(0o600)
+            group = SystemdWorkers(systemd, bin_dir, etcd.endpoints, keys.namespace, etcd_settings={
+                "ca_cert": "/etc/protection-worker/tls/ca.pem", "cert": "/etc/protection-worker/tls/client.pem",
+                "key": "/run/credentials/protection-worker@auth.service/etcd-key", "username": user})
+            # the unit's commented LoadCredential= line, uncommented by the operator (one more drop-in)
+            systemd.etc("systemd/system/protection-worker@auth.service.d/credentials.conf").write_text(
+                "[Service]\nLoadCredential=etcd-password:/etc/protection-worker/%i.etcd-password\n"
+                "LoadCredential=etcd-key:/etc/protection-worker/tls/client-key.pem\n")
+            systemd.systemctl("daemon-reload")
+            group.start("auth")
+            try:
+                await_running(group, "auth")
+                leader, _, _ = await_leader(admin, keys, timeout=30)
+                assert leader == group.instance_id("auth")
+                lease = lease_of(admin, keys, leader)
+                pid = group.host_pid("auth")
+                assert pid is not None and lease is not None
+                os.kill(pid, signal.SIGKILL)
+                await_journal(group, "auth", f"released lease {lease:x} of {leader}")
+                assert admin.lease_time_to_live(lease).TTL == -1
+                journal = group.journal("auth")
+                assert PASSWORD not in journal and "permission denied" not in journal.lower(), journal[-2000:]
+                await_running(group, "auth", restarts=1)
+            finally:
+                group.stop_all()
+        finally:
+            admin.close()

@@ -47,6 +47,36 @@ def _connect(cfg: config.Config) -> Any:
                    request_timeout=e.request_timeout, dial=False)
 
 
+def _use_staged_credentials(args: argparse.Namespace, directory: Path) -> None:
+    """systemd gives ``ExecStopPost=`` no ``LoadCredential=`` files: use the copy the daemon staged
+    in the runtime directory (``lease_file.stage_credentials``), both as ``$CREDENTIALS_DIRECTORY``
+    and for config paths that name the unit's credentials directory (``key = "/run/credentials/
+    UNIT/etcd-key"``), through a copy of the config in the runtime directory."""
+    from worker.daemon import lease_file
+    staged = directory / lease_file.STAGED
+    current = os.environ.get("CREDENTIALS_DIRECTORY", "")
+    if not staged.is_dir() or (current and os.path.isdir(current)):
+        return
+    unit = lease_file.own_unit()
+    originals = {p for p in (current, f"/run/credentials/{unit}" if unit else "") if p}
+    os.environ["CREDENTIALS_DIRECTORY"] = str(staged)
+    config_path = getattr(args, "config", None)
+    if not config_path or not originals:
+        return
+    try:
+        text = Path(config_path).read_text(encoding="utf-8")
+        rewritten = text
+        for original in originals:
+            rewritten = rewritten.replace(original.rstrip("/") + "/", str(staged) + "/")
+        if rewritten != text:
+            copy = directory / ".release-config.toml"
+            copy.write_text(rewritten, encoding="utf-8")
+            copy.chmod(0o600)
+            args.config = str(copy)
+    except OSError:
+        return  # config.load reports the config itself
+
+
 def _release(args: argparse.Namespace) -> int:
     from worker.daemon import lease_file
     from worker.ops.release import release
@@ -54,6 +84,7 @@ def _release(args: argparse.Namespace) -> int:
     directory = Path(args.runtime_directory) if args.runtime_directory else lease_file.runtime_dir()
     if directory is None:
         return fail("release: no $RUNTIME_DIRECTORY and no --runtime-directory: nothing to release", EXIT_OK)
+    _use_staged_credentials(args, directory)
     try:
         cfg = config.load(args)
     except ConfigError as exc:

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Mapping
 
 NAME = "lease.json"
+#: where the daemon keeps a copy of its systemd credentials for ``release`` (see ``stage_credentials``)
+STAGED = "credentials"
 
 
 @dataclass(frozen=True)
@@ -182,11 +184,38 @@ def record(lease: int, instance_id: str) -> None:
     if file is None:
         return
     pid = os.getpid()
+    stage_credentials()
     try:
         write(LeaseRecord(int(lease), instance_id, pid, start_time(pid), invocation_id(), own_unit(), boot_id()),
               file)
     except OSError:
         pass  # no record: a crash is then released by the lease's TTL, as without systemd
+
+
+def stage_credentials(env: Mapping[str, str] | None = None) -> None:
+    """Copy ``$CREDENTIALS_DIRECTORY``'s files to ``$RUNTIME_DIRECTORY/credentials`` (0700, files 0600).
+
+    systemd loads ``LoadCredential=`` for the start of a unit only, not for ``ExecStopPost=``
+    (systemd 252 here: the release found no ``/run/credentials/UNIT``), yet a release on an
+    auth-enabled etcd needs the same password and client key to revoke the lease. The copy lives
+    where the lease record does: memory-backed, readable by this unit's user only (as the
+    credentials are), removed by systemd with the runtime directory at the unit's final stop."""
+    env = os.environ if env is None else env
+    source, runtime = env.get("CREDENTIALS_DIRECTORY", ""), runtime_dir(env)
+    if not source or runtime is None or not os.path.isdir(source):
+        return
+    target = runtime / STAGED
+    try:
+        target.mkdir(mode=0o700, exist_ok=True)
+        for entry in Path(source).iterdir():
+            if entry.is_file():
+                tmp = target / f".{entry.name}.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(entry.read_bytes())
+                os.replace(tmp, target / entry.name)
+    except OSError:
+        pass  # without the copy a release on an auth-enabled etcd fails; the lease expires by TTL
 
 
 def clear() -> None:
