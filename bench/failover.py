@@ -40,25 +40,18 @@ the figures without that.
 
 ``--quick`` is about a minute (5 runs, 100 changes, 10 s idle, the reference at x0.2 timings).
 
-``--release`` measures only the crash failover of the shipped unit, with and without its release
-(``ExecStopPost=protection-worker release``), side by side: two workers run by the systemd
-stand-in (``worker.ops.supervisor``) reading ``systemd/protection-worker.service`` (only the binary
-and config paths rewritten), SIGKILL to the leader, runs alternating with release and without (the
-unit minus its ``ExecStopPost=``: what etcd's TTL alone gives, as after a host power loss), then
-``--hang-runs`` hangs: SIGSTOP to the leader, which the unit's watchdog (``WatchdogSec=``,
-``WatchdogSignal=``, ``TimeoutAbortSec=``) kills before the release runs. About 4-5 minutes at TTL 10.
+``--release`` is ``bench/failover_release.py`` (the shipped unit's crash and hang failover, under a
+real systemd and the stand-in). Shared pieces (percentile, table rows, inventory, etcdctl drivers,
+the worker pair) are in ``bench/benchlib.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import queue
 import random
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -68,7 +61,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -78,263 +71,11 @@ from poll_elector import PollElector, Timings  # noqa: E402
 from worker.etcd import EtcdClient, connect, kv  # noqa: E402
 from worker.etcd.watch import Watch  # noqa: E402
 from worker.ops.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
-from worker.ops.instances import SupervisedWorker, WorkerProcess  # noqa: E402
-from worker.ops.supervisor import ServiceSpec  # noqa: E402
-from worker.ops.measure import Failover, current_leader, format_ms, measure_failover  # noqa: E402
+from worker.ops.instances import WorkerProcess  # noqa: E402
+from worker.ops.measure import Failover  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
-
-NAMESPACE = "/protection-worker"
-UNIT = Path(__file__).resolve().parents[1] / "systemd" / "protection-worker.service"
-ELECT_NAME = "/bench/etcdctl-elect"
-POLL_KEY = "/bench/client-go-lock"
-SETTLE = (0.2, 0.4)  # the waiter's key exists: let its watch start (random, so runs do not
-# phase-lock with etcd's 100 ms watcher sync loop or the leader's keepalive)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
-    return ordered[rank - 1]
-
-
-def count_keys(client: EtcdClient, prefix: str) -> int:
-    return int(client.range(kv.range_request(prefix, prefix=True, count_only=True)).count)
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.01) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout} s")
-        time.sleep(step)
-
-
-# -- inventory ---------------------------------------------------------------------------------
-def load_inventory(client: EtcdClient, keys: Keys, n: int) -> list[str]:
-    """``n`` clusters (most allocated with a DR site and a replication status); returns the ids
-    whose DR input the incremental phase may flip (allocated, with a DR site)."""
-    rnd = random.Random(1)
-    ops, flippable = [], []
-    for i in range(1, n + 1):
-        cid = f"cluster-{i:05d}"
-        allocated, site = i % 17 != 0, (None if i % 10 == 0 else f"site-{'abc'[i % 3]}")
-        ops.append(kv.op_put(keys.cluster(cid), json.dumps({"allocated": allocated, "dr_site": site})))
-        if site:
-            ops.append(kv.op_put(keys.dr_key(cid), json.dumps(
-                {"replication": rnd.choice(["in_sync", "in_sync", "syncing", "broken"])})))
-            if allocated:
-                flippable.append(cid)
-        if len(ops) >= 120:
-            client.txn(kv.txn_request([], ops))
-            ops = []
-    if ops:
-        client.txn(kv.txn_request([], ops))
-    return flippable
-
-
-# -- the daemons -------------------------------------------------------------------------------
-class NicedWorker(WorkerProcess):
-    """A worker started under ``nice -n N`` (every thread inherits it)."""
-
-    niceness = 0
-
-    def command(self) -> list[str]:
-        base = super().command()
-        return ["nice", "-n", str(self.niceness), *base] if self.niceness else base
-
-
-class Daemons:
-    def __init__(self, endpoints: list[str], workdir: Path, ttl: int, client: EtcdClient, keys: Keys,
-                 niceness: int = 0, unit: str | None = None) -> None:
-        """``unit``: run the workers under the systemd stand-in with this unit file's text."""
-        self.client, self.keys = client, keys
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.workers: dict[str, WorkerProcess] = {}
-        for i in (1, 2):
-            if unit is not None:
-                worker: WorkerProcess = SupervisedWorker(f"worker-{i}", endpoints, NAMESPACE, workdir, ttl=ttl,
-                                                         request_timeout=0.5, unit=unit)
-            else:
-                worker = NicedWorker(f"worker-{i}", endpoints, NAMESPACE, workdir, ttl=ttl, request_timeout=0.5)
-                worker.niceness = niceness
-            self.workers[worker.instance_id] = worker
-        self.exit_codes: list[int | None] = []
-        self.elected_ms: list[float] = []  # fault -> the new leader's became_leader log line
-        self.pass_s: list[float] = []  # the new leader's first full pass, its own timer
-        self.go_watch: GoWatch | None = None
-        self.committed_s: list[float] = []  # fault -> its key's DELETE seen by a Go watcher
-        self.restart_s: list[float] = []
-        #: per supervised run, seconds from the fault: reaped, watchdog fired, release done
-        self.supervised: list[dict[str, Any]] = []
-
-    def start(self) -> None:
-        for w in self.workers.values():
-            w.start()
-            time.sleep(0.3)  # worker-1 first: it leads
-        wait_until(lambda: count_keys(self.client, self.keys.election + "/") == 2, 30, "two candidates")
-        self.wait_first_pass()
-
-    def leader(self) -> WorkerProcess:
-        found = current_leader(self.client, self.keys)
-        assert found is not None, "no leader"
-        return self.workers[found[0]["instance_id"]]
-
-    def follower(self) -> WorkerProcess:
-        lead = self.leader()
-        return next(w for w in self.workers.values() if w is not lead)
-
-    def wait_first_pass(self) -> None:
-        def done() -> bool:
-            found = current_leader(self.client, self.keys)
-            if found is None or found[0]["instance_id"] not in self.workers:
-                return False
-            body = self.workers[found[0]["instance_id"]].get("/healthz")[1] or {}
-            return (body.get("last_pass") or {}).get("term") == found[1].create_revision
-        wait_until(done, 30, "the leader's first pass")
-
-    def settled(self) -> None:
-        """Both in line, the follower ready, its campaign watch given time to start."""
-        wait_until(lambda: count_keys(self.client, self.keys.election + "/") == 2, 30, "two candidates")
-        wait_until(lambda: self.follower().get("/readyz")[0] == 200, 30, "the follower ready")
-        time.sleep(random.uniform(*SETTLE))
-
-    def restart(self, worker: WorkerProcess, sig: int, fault_at: float = 0.0) -> None:
-        t0 = time.monotonic()
-        if isinstance(worker, SupervisedWorker):  # the stand-in restarts it (Restart=on-failure)
-            assert worker.service is not None
-            worker.service.wait_event("ready", after=worker.service.wait_event("reaped", after=fault_at).at)
-            wait_until(lambda: worker.get("/readyz")[0] == 200, 30, f"{worker.instance_id} back in line")
-            self.restart_s.append(time.monotonic() - t0)
-            return
-        if sig == signal.SIGKILL:
-            worker.kill()
-            self.exit_codes.append(None)
-        else:
-            # it is exiting already: a second SIGTERM during interpreter shutdown (default
-            # handlers restored) would kill it with -15 and hide its real exit status
-            assert worker.proc is not None
-            try:
-                worker.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            self.exit_codes.append(worker.terminate(timeout=5))
-        worker.start()
-        wait_until(lambda: worker.get("/readyz")[0] == 200, 30, f"{worker.instance_id} back in line")
-        self.restart_s.append(time.monotonic() - t0)
-
-    def failover(self, sig: int, mode: str, release: bool | None = None) -> Failover:
-        """One fault to the leader, timed; ``release`` (supervised workers): run the unit's
-        ``ExecStopPost=`` release after this death, or not."""
-        self.settled()
-        old = self.leader()
-        fault_at: list[float] = []
-        if release is not None:
-            assert isinstance(old, SupervisedWorker)
-            old.set_release(release)
-
-        def fault() -> None:
-            fault_at.append(time.time())
-            fault_at.append(time.monotonic())
-            old.signal(sig)
-
-        result = measure_failover(self.client, self.keys, fault, mode=mode, timeout=60)
-        if result.new_leader == old.instance_id:
-            raise RuntimeError(f"{mode}: {old.instance_id} still leads")
-        self.elected_ms.append(self.became_leader_at(result) - fault_at[0] * 1000)
-        last = ((self.workers[result.new_leader or ""].get("/healthz")[1] or {}).get("last_pass") or {})
-        if last.get("term") == result.new_term and last.get("mode") == "full":
-            self.pass_s.append(float(last.get("duration", 0.0)))
-        if self.go_watch is not None:
-            self.committed_s.append(self.go_watch.first_delete_after(fault_at[1]))
-        self.restart(old, sig, fault_at[1])
-        if isinstance(old, SupervisedWorker) and old.service is not None:
-            events = {e.kind: e.at for e in old.service.events if e.at >= fault_at[1]}
-            runs = [r for r in old.service.stop_posts if r.started >= fault_at[1]]
-            self.supervised.append({"reaped": events["reaped"] - fault_at[1],
-                                    "watchdog": events.get("watchdog", fault_at[1]) - fault_at[1],
-                                    "release_done": (runs[0].ended - fault_at[1]) if runs else None,
-                                    "released": bool(runs) and "released lease" in runs[0].output})
-        return result
-
-    def became_leader_at(self, result: Failover) -> float:
-        """Wall-clock ms of the new leader's own ``became_leader`` log line for its term: when the
-        daemon itself knows it leads (what etcdctl's printed line says), before the Mutex."""
-        worker = self.workers[result.new_leader or ""]
-        for event in reversed(worker.log_events()):
-            if event.get("event") == "became_leader" and event.get("term") == result.new_term:
-                stamp = datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
-                return stamp.timestamp() * 1000
-        return float("nan")
-
-    def stop(self) -> None:
-        for w in self.workers.values():
-            w.terminate(timeout=5)
-
-
-# -- etcdctl elect -----------------------------------------------------------------------------
-class Ctl:
-    """One ``etcdctl elect NAME VALUE``; ``first_line_at`` is when it printed its key (it leads)."""
-
-    def __init__(self, endpoints: list[str], value: str) -> None:
-        self.proc = subprocess.Popen([find_binary("etcdctl"), "--endpoints", ",".join(endpoints),
-                                      "elect", ELECT_NAME, value],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     start_new_session=True)
-        self.lines: queue.Queue[float] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for _line in self.proc.stdout:
-            self.lines.put(time.monotonic())
-
-    def first_line_at(self, timeout: float = 10.0) -> float:
-        return self.lines.get(timeout=timeout)
-
-    def finish(self, timeout: float = 3.0) -> None:
-        """Wait for a signalled etcdctl to exit; SIGKILL it otherwise (it traps SIGTERM)."""
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-class GoWatch:
-    """``etcdctl watch --prefix P``: when etcd's DELETE of a leader key is visible to a Go watcher,
-    independent of this Python process (which a busy host slows down)."""
-
-    def __init__(self, endpoints: list[str], prefix: str) -> None:
-        self.proc = subprocess.Popen([find_binary("etcdctl"), "--endpoints", ",".join(endpoints), "watch",
-                                      "--prefix", prefix], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, start_new_session=True)
-        self.deletes: list[float] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.strip() == "DELETE":
-                self.deletes.append(time.monotonic())
-
-    def first_delete_after(self, t0: float, timeout: float = 2.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            later = [t for t in self.deletes if t >= t0]
-            if later:
-                return later[0] - t0
-            time.sleep(0.005)
-        return float("nan")
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait(5)
-
+from benchlib import (ELECT_NAME, HEAD, NAMESPACE, POLL_KEY, SETTLE, Ctl, Daemons, GoWatch,  # noqa: E402
+                      clean_up, count_keys, load_inventory, log, percentile, row, verdict, wait_until)
 
 class EtcdctlElect:
     def __init__(self, endpoints: list[str], client: EtcdClient) -> None:
@@ -505,121 +246,6 @@ def idle(daemons: Daemons, endpoint: str, seconds: float) -> dict[str, Any]:
             "bench": diff(b0, b1), "reference": r1 - r0, "follower_id": follower.instance_id}
 
 
-# -- report ------------------------------------------------------------------------------------
-def row(name: str, values: list[float]) -> str:
-    """One line of a table: seconds in, milliseconds out."""
-    if not values:
-        return f"  {name:<42}" + f"{'-':>10}" * 5 + f"{'n=0':>6}"
-    cells = (statistics.median(values), pct(values, 90), pct(values, 99), min(values), max(values))
-    return f"  {name:<42}" + "".join(f"{v * 1000:>10.1f}" for v in cells) + f"{len(values):>6}"
-
-
-HEAD = f"  {'':<42}{'median':>10}{'p90':>10}{'p99':>10}{'min':>10}{'max':>10}{'n':>6}"
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
-def clean_up(daemons: Daemons | None, client: EtcdClient | None, etcd: EtcdCluster, workdir: Path,
-             keep: bool) -> None:
-    """Stop the workers (and the Go watcher), close the client, stop etcd, remove the work directory."""
-    if daemons is not None:
-        if daemons.go_watch is not None:
-            daemons.go_watch.close()
-        daemons.stop()
-    if client is not None:
-        client.close()
-    etcd.close()
-    if not keep:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        log(f"kept {workdir}")
-
-
-def release_main(args: argparse.Namespace) -> int:
-    """``--release``: crash failover of the shipped unit with and without its release, side by side."""
-    started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="pw-bench-release-"))
-    keys = Keys(NAMESPACE)
-    etcd = EtcdCluster(1, base_dir=str(workdir / "etcd"))
-    unit = UNIT.read_text()
-    spec = ServiceSpec.from_unit(unit)
-    daemons: Daemons | None = None
-    client: EtcdClient | None = None
-    with_release: list[tuple[Failover, dict[str, Any]]] = []
-    ttl_only: list[tuple[Failover, dict[str, Any]]] = []
-    hangs: list[tuple[Failover, dict[str, Any]]] = []
-    try:
-        etcd.start()
-        client = connect(etcd.endpoints)
-        load_inventory(client, keys, args.clusters)
-        log(f"etcd {etcd.endpoints[0]}, {args.clusters} clusters; two workers of {UNIT.name} under the systemd "
-            f"stand-in (TTL {args.ttl} s)")
-        daemons = Daemons(etcd.endpoints, workdir / "workers", args.ttl, client, keys, unit=unit)
-        daemons.start()
-        load_before = os.getloadavg()
-        for i in range(2 * args.runs):  # alternating, so both see the same host
-            release = i % 2 == 0
-            result = daemons.failover(signal.SIGKILL, "crash", release=release)
-            (with_release if release else ttl_only).append((result, daemons.supervised[-1]))
-            log(f"crash {'with release' if release else 'TTL only    '} {i // 2 + 1}/{args.runs}: "
-                f"handover {format_ms(result.handover_ms)}, leading {format_ms(result.leaderless_ms)}")
-        for i in range(args.hang_runs):
-            result = daemons.failover(signal.SIGSTOP, "hang", release=True)
-            hangs.append((result, daemons.supervised[-1]))
-            log(f"hang {i + 1}/{args.hang_runs}: handover {format_ms(result.handover_ms)} "
-                f"(watchdog fired {hangs[-1][1]['watchdog']:.2f} s after the SIGSTOP)")
-        load_after = os.getloadavg()
-    finally:
-        clean_up(daemons, client, etcd, workdir, args.keep)
-
-    def figures(runs: list[tuple[Failover, dict[str, Any]]], what: str) -> list[float]:
-        if what in ("handover_ms", "leaderless_ms", "first_reconcile_ms"):  # null when unmeasured
-            return [getattr(f, what) / 1000 for f, _ in runs if getattr(f, what) is not None]
-        return [s[what] for _, s in runs if s.get(what) is not None]
-
-    print(f"crash failover of the shipped unit ({UNIT.name}) under the systemd stand-in: 2 worker processes, "
-          f"{args.clusters} clusters, election TTL {args.ttl} s, {args.runs} runs each way (alternating), "
-          f"{os.cpu_count()} CPUs")
-    print(f"host load average (1/5/15 min) at start {'/'.join(f'{x:.1f}' for x in load_before)}, at end "
-          f"{'/'.join(f'{x:.1f}' for x in load_after)}")
-    if load_before[0] > 1.0 or load_after[0] > 1.0:
-        print("WARNING: other work ran on this host during the run: tails are inflated by CPU contention")
-    print("all times in ms from the fault (the SIGKILL, or the SIGSTOP for a hang)\n")
-    print("1. SIGKILL to the leader")
-    print(HEAD)
-    for label, runs in (("with release (ExecStopPost=)", with_release), ("TTL only (no ExecStopPost=)", ttl_only)):
-        print(row(f"{label}: handover_ms", figures(runs, "handover_ms")))
-        print(row("    leaderless_ms (/leader 200)", figures(runs, "leaderless_ms")))
-        print(row("    first_reconcile_ms", figures(runs, "first_reconcile_ms")))
-    print(row("with release: main process reaped", figures(with_release, "reaped")))
-    print(row("with release: release command done", figures(with_release, "release_done")))
-    released = sum(1 for _, s in with_release if s["released"])
-    print(f"  the release revoked the dead leader's lease in {released} of {len(with_release)} runs")
-    wd, abort = spec.watchdog_sec or 0.0, spec.timeout_abort_sec or 0.0
-    print(f"\n2. hang: SIGSTOP to the leader (WatchdogSec {wd:g} s, WatchdogSignal "
-          f"{signal.Signals(spec.watchdog_signal).name}, TimeoutAbortSec {abort:g} s, then the release)")
-    print(HEAD)
-    print(row("watchdog fired", figures(hangs, "watchdog")))
-    print(row("main process reaped (SIGKILL)", figures(hangs, "reaped")))
-    print(row("handover_ms", figures(hangs, "handover_ms")))
-    print(row("leaderless_ms (/leader 200)", figures(hangs, "leaderless_ms")))
-    print("\ntargets")
-    hand = figures(with_release, "handover_ms")
-    hang = figures(hangs, "handover_ms")
-    checks = [("with release: median handover <= 500 ms", f"{statistics.median(hand) * 1000:.1f} ms",
-               statistics.median(hand) <= 0.5),
-              ("with release: max handover <= 1000 ms", f"{max(hand) * 1000:.1f} ms", max(hand) <= 1.0)]
-    if hang:
-        checks.append((f"hang replaced within WatchdogSec + 1.5 s = {(wd + 1.5) * 1000:.0f} ms",
-                       f"max {max(hang) * 1000:.1f} ms", max(hang) <= wd + 1.5))
-    for name, value, ok in checks:
-        print(f"  {verdict(ok)}  {name:<58} {value}")
-    print(f"(total {time.monotonic() - started:.0f} s)")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="daemon/etcdctl runs per measurement (default 20)")
@@ -646,10 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(ExecStopPost=), side by side, and hangs killed by its watchdog (default TTL 10)")
     parser.add_argument("--hang-runs", type=int, default=3, help="with --release: SIGSTOP runs (default 3)")
     args = parser.parse_args(argv)
-    if args.release:
-        if "--ttl" not in (argv if argv is not None else sys.argv[1:]):
-            args.ttl = 10  # the shipped default, which the unit's WatchdogSec is set against
-        return release_main(args)
+    if args.release:  # the question of bench/failover_release.py, kept here as a shortcut
+        import failover_release
+        return failover_release.main([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--release"])
     ref_default = True
     if args.quick:
         args.runs, args.changes, args.idle = 5, 100, 10.0
@@ -750,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     c_hand = [f.handover_ms / 1000 for f in crash]
     c_lead = [f.leaderless_ms / 1000 for f in crash]
     c_first = [f.first_reconcile_ms / 1000 for f in crash]
-    go_p99, go_med = pct(go, 99), statistics.median(go)
+    go_p99, go_med = percentile(go, 99), statistics.median(go)
     assert daemons is not None
     g_elected = [ms / 1000 for ms in daemons.elected_ms[:len(graceful)] if ms == ms]
     c_elected = [ms / 1000 for ms in daemons.elected_ms[len(graceful):] if ms == ms]
@@ -780,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in ref:
             print(row(label.split(" (")[0], ref[name]) + f"   {label[label.index('('):]}")
     print(f"  ratio daemon/etcdctl: handover median {statistics.median(g_hand) / go_med:.2f}x, "
-          f"p99 {pct(g_hand, 99) / go_p99:.2f}x; elected median {statistics.median(g_elected) / go_med:.2f}x, "
-          f"p99 {pct(g_elected, 99) / go_p99:.2f}x; leaderless p99 {pct(g_lead, 99) / go_p99:.2f}x")
+          f"p99 {percentile(g_hand, 99) / go_p99:.2f}x; elected median {statistics.median(g_elected) / go_med:.2f}x, "
+          f"p99 {percentile(g_elected, 99) / go_p99:.2f}x; leaderless p99 {percentile(g_lead, 99) / go_p99:.2f}x")
     if "graceful" in ref:
         print(f"  ratio client-go-defaults/daemon (handover median): "
               f"{statistics.median(ref['graceful']) / statistics.median(g_hand):.0f}x")
@@ -834,14 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\ntargets")
     checks = [
         ("graceful handover p99 <= 2x etcdctl elect p99 (same run)",
-         f"{pct(g_hand, 99) * 1000:.1f} ms vs 2 x {go_p99 * 1000:.1f} ms", pct(g_hand, 99) <= 2 * go_p99),
+         f"{percentile(g_hand, 99) * 1000:.1f} ms vs 2 x {go_p99 * 1000:.1f} ms", percentile(g_hand, 99) <= 2 * go_p99),
         ("  (info) graceful elected (log) p99 <= 2x etcdctl elect p99",
-         f"{pct(g_elected, 99) * 1000:.1f} ms vs 2 x {go_p99 * 1000:.1f} ms", pct(g_elected, 99) <= 2 * go_p99),
+         f"{percentile(g_elected, 99) * 1000:.1f} ms vs 2 x {go_p99 * 1000:.1f} ms", percentile(g_elected, 99) <= 2 * go_p99),
         ("  (info) graceful leaderless p99 <= 2x etcdctl elect p99",
-         f"{pct(g_lead, 99) * 1000:.1f} ms vs 2 x {go_p99 * 1000:.1f} ms", pct(g_lead, 99) <= 2 * go_p99),
+         f"{percentile(g_lead, 99) * 1000:.1f} ms vs 2 x {go_p99 * 1000:.1f} ms", percentile(g_lead, 99) <= 2 * go_p99),
         (f"crash failover max <= TTL + 0.5 s = {ttl_ms + 500:.0f} ms",
-         f"max {max(c_hand) * 1000:.1f} ms, p99 {pct(c_hand, 99) * 1000:.1f} ms", max(c_hand) * 1000 <= ttl_ms + 500),
-        ("incremental p99 < 50 ms", f"{pct(inc, 99) * 1000:.1f} ms", pct(inc, 99) < 0.050),
+         f"max {max(c_hand) * 1000:.1f} ms, p99 {percentile(c_hand, 99) * 1000:.1f} ms", max(c_hand) * 1000 <= ttl_ms + 500),
+        ("incremental p99 < 50 ms", f"{percentile(inc, 99) * 1000:.1f} ms", percentile(inc, 99) < 0.050),
         ("idle follower: 0 requests beyond lease keepalives",
          f"{int(sum(beyond.values()))} ({json.dumps(beyond)})", not beyond),
     ]

@@ -1,4 +1,8 @@
-"""What systemd does with one service, for the demo, the benchmarks and the tests: no systemd needed.
+"""What systemd does with one service: a stand-in for the demo only (which must run anywhere).
+
+The tests and the README's figures use a real systemd where one can run
+(``tests/system/test_real_systemd.py``, ``bench/failover_release.py``); this stand-in models what
+they showed systemd 252 doing, and says where it stops short.
 
 A ``Service`` runs a ``ServiceSpec`` the way systemd runs a unit's ``[Service]`` section:
 
@@ -321,6 +325,7 @@ class Service:
                     fired_at = now
                     self._event("watchdog", pid=pid, signal=signal.Signals(self.spec.watchdog_signal).name)
                     os.kill(pid, self.spec.watchdog_signal)
+                    os.kill(pid, signal.SIGCONT)  # systemd's kill sequence: the signal, then SIGCONT
                 if fired_at is not None and not killed and now - fired_at > (self.spec.timeout_abort_sec or 0):
                     killed = True
                     self._event("abort_timeout", pid=pid)
