@@ -30,6 +30,7 @@ from worker.etcd import EtcdClient, kv  # noqa: E402
 from worker.ops.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
 from worker.ops.instances import SupervisedWorker, WorkerProcess  # noqa: E402
 from worker.ops.measure import Failover, current_leader, measure_failover  # noqa: E402
+from worker.ops import inventory  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
 
 NAMESPACE = "/protection-worker"
@@ -65,24 +66,22 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float 
 
 # -- inventory ---------------------------------------------------------------------------------
 def load_inventory(client: EtcdClient, keys: Keys, n: int) -> list[str]:
-    """``n`` clusters (most allocated with a DR site and a replication status); returns the ids
-    whose DR input the incremental phase may flip (allocated, with a DR site)."""
+    """``n`` clusters (most allocated with a DR site and a replication status), loaded with the one
+    batched loader (``worker.ops.inventory.put_batched``); returns the ids whose DR input the
+    incremental phase may flip (allocated, with a DR site)."""
     rnd = random.Random(1)
-    ops, flippable = [], []
+    items: list[tuple[str, str]] = []
+    flippable = []
     for i in range(1, n + 1):
         cid = f"cluster-{i:05d}"
         allocated, site = i % 17 != 0, (None if i % 10 == 0 else f"site-{'abc'[i % 3]}")
-        ops.append(kv.op_put(keys.cluster(cid), json.dumps({"allocated": allocated, "dr_site": site})))
+        items.append((keys.cluster(cid), json.dumps({"allocated": allocated, "dr_site": site})))
         if site:
-            ops.append(kv.op_put(keys.dr_key(cid), json.dumps(
+            items.append((keys.dr_key(cid), json.dumps(
                 {"replication": rnd.choice(["in_sync", "in_sync", "syncing", "broken"])})))
             if allocated:
                 flippable.append(cid)
-        if len(ops) >= 120:
-            client.txn(kv.txn_request([], ops))
-            ops = []
-    if ops:
-        client.txn(kv.txn_request([], ops))
+    inventory.put_batched(client, items)
     return flippable
 
 

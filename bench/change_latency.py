@@ -35,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import benchlib  # noqa: E402
 from bench.reconcile import populate  # noqa: E402
 from worker.etcd import Watch, connect, kv  # noqa: E402
 from worker.ops.embedded_etcd import EtcdCluster  # noqa: E402
@@ -100,8 +101,8 @@ class Landed:
 
 
 def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    """The bench library's nearest-rank percentile, ``q`` as a fraction (0.99 = p99)."""
+    return benchlib.percentile(values, q * 100)
 
 
 def window(client: Any, keys: Keys, etcd: Any, tmp: Path, args: argparse.Namespace, interval: float,

@@ -31,6 +31,8 @@ from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 from worker.concurrency import Election, Mutex, Session  # noqa: E402
 from worker.etcd import EtcdClient, connect, kv  # noqa: E402
 from worker.ops.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
@@ -140,11 +142,7 @@ def etcdctl_runs(client: EtcdClient, endpoints: list[str], runs: int, kind: str)
     return out
 
 
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
-    return ordered[rank - 1]
+pct = benchlib.percentile  # the one percentile every bench reports
 
 
 def main() -> None:
