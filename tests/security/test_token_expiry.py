@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 
+from tests.etcd.conftest import wait_until
 from tests.system.helpers import await_leader, await_records, leader_of
 from worker.protection.keys import Keys
 
@@ -28,15 +29,6 @@ def _logins(worker) -> int:
     code, health = worker.get("/healthz")
     assert code == 200, health
     return health["etcd_requests"].get("authenticate", 0)
-
-
-def _await(predicate, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 def test_a_leader_keeps_leading_across_token_expiry(secure_etcd, ns, tmp_path, workers):
@@ -65,7 +57,7 @@ def test_a_leader_keeps_leading_across_token_expiry(secure_etcd, ns, tmp_path, w
         assert leader_of(client, keys) == (worker.instance_id, term), f"round {i}: leadership changed"
         # the re-login came with the input change (keepalives without auth), or comes with the
         # second keepalive after it at the latest (keepalives checked against the token)
-        relogged = _await(lambda: _logins(worker) > logins, 2 * KEEPALIVE_EVERY + 2)
+        relogged = wait_until(lambda: _logins(worker) > logins, 2 * KEEPALIVE_EVERY + 2)
         assert relogged, f"round {i}: the token did not expire (no re-login), so nothing was tested"
         assert leader_of(client, keys) == (worker.instance_id, term), f"round {i}: leadership changed"
         logins = _logins(worker)

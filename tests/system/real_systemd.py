@@ -277,12 +277,8 @@ class RealSystemd:
         self.systemctl("daemon-reload")
 
     def await_(self, predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
-        return True
+        from tests.etcd.conftest import wait_until
+        return wait_until(predicate, timeout, interval)
 
 
 def _remove_cgroup(path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.system.helpers import await_leader, leader_of
+from tests.system.helpers import await_leader
 from tests.system.real_systemd import RealSystemd, SystemdWorkers, service_venv, unavailable
 from worker.etcd import connect, kv
 from worker.ops.embedded_etcd import EtcdCluster
