@@ -138,13 +138,17 @@ def test_sigkilled_leader_is_released_replaced_and_restarted(workers, client, ke
     name = name_of(leader)
     restarts = int(workers.show(name, "NRestarts")["NRestarts"])
     lease = lease_of(client, keys, leader)
+    others = {workers.instance_id(n): lease_of(client, keys, workers.instance_id(n)) for n in NAMES if n != name}
     pid = workers.host_pid(name)
-    assert pid is not None and lease is not None
+    assert pid is not None and lease is not None and all(others.values())
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     successor, _, seen = await_leader(client, keys, other_than=leader, timeout=30)
     assert seen - t0 < workers.ttl / 2, "the takeover waited for the TTL: the release did not run"
     assert client.lease_time_to_live(lease).TTL == -1  # the dead process's lease: revoked
+    # the other instances on this host (their own runtime directories): their leases untouched
+    assert {i: lease_of(client, keys, i) for i in others} == others
+    assert all(client.lease_time_to_live(other).TTL > 0 for other in others.values())
     await_journal(workers, name, f"released lease {lease:x} of {leader}", "exit_code=killed exit_status=KILL")
     await_running(workers, name, restarts=restarts + 1)  # systemd restarted it (Restart=on-failure)
 
@@ -220,6 +224,7 @@ def test_two_instances_sharing_the_runtime_directory_never_release_each_other(
         assert systemd.await_(lambda: "protection-worker release:" in pair[victim].journal(victim), 20), \
             pair[victim].journal(victim)[-2000:]
         journal = pair[victim].journal(victim)
+        print(*[line for line in journal.splitlines() if line.startswith("protection-worker release:")], sep="\n")
         assert "not released" in journal and ids[other] in journal, journal[-2000:]
         assert client.lease_time_to_live(other_lease).TTL > 0, "the live instance's lease was revoked"
         assert lease_of(client, keys, ids[other]) == other_lease
