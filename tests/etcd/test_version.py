@@ -59,3 +59,18 @@ def test_the_hook_hands_the_version_to_the_metrics(etcd_endpoints):
     text = generate_latest(metrics.registry).decode()
     assert f'version="{version}"' not in text
     assert 'protection_worker_etcd_server_info{known_bad="false",version="3.5.9"} 1.0' in text
+
+
+def test_the_etcd_binary_is_a_setting(tmp_path, monkeypatch):
+    """$PROTECTION_WORKER_ETCD_BIN_DIR picks etcd/etcdctl, and only from there: a directory without
+    them is an error, never a silent fallback to another release."""
+    import os
+    import pytest
+    from worker.ops.embedded_etcd import BIN_DIR_VARIABLE, EmbeddedEtcdError, find_binary
+    real = find_binary("etcd")
+    link = tmp_path / "etcd"
+    os.symlink(real, link)
+    monkeypatch.setenv(BIN_DIR_VARIABLE, str(tmp_path))
+    assert find_binary("etcd") == str(link)
+    with pytest.raises(EmbeddedEtcdError, match="etcdctl not found in"):
+        find_binary("etcdctl")
