@@ -36,6 +36,7 @@ REQUIRED = {
     "ProtectionWorkerLeaseTTLLow": "protection_worker_lease_ttl_seconds",
     "ProtectionWorkerEtcdContactOld": "protection_worker_last_etcd_contact_timestamp_seconds",
     "ProtectionWorkerPausedTooLong": "protection_worker_is_paused",
+    "ProtectionWorkerLeaderStalled": "protection_worker_last_pass_timestamp_seconds",
 }
 
 
