@@ -61,4 +61,6 @@ def test_an_operator_delete_during_the_drill_is_not_a_stale_write(client, keys, 
     # the human line says both
     code, out, _ = run_cli(capsys, "drill", "--mode", "resign", "--endpoints", ",".join(etcd_endpoints),
                            "--namespace", keys.namespace)
+    with capsys.disabled():
+        print(out)
     assert code == 0 and "stale writes: 0" in out and "leading" in out and "(etcd)" in out, out
