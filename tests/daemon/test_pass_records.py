@@ -13,31 +13,11 @@ import time
 import pytest
 import structlog
 
-from tests.daemon.inprocess import config, converged, on_first_write, populate, start, wait_for
+from tests.daemon.inprocess import converged, on_first_write, populate, wait_for
+from tests.daemon.test_state_machine import daemons, keys  # noqa: F401 - the same fixtures (pytest finds them here)
 from worker.concurrency import Mutex, Session
 from worker.control import request_switchover
 from worker.daemon import logs
-from worker.protection.keys import Keys
-
-
-@pytest.fixture
-def keys(prefix: str) -> Keys:
-    return Keys(prefix + "/ns")
-
-
-@pytest.fixture
-def daemons(etcd_endpoints):
-    made = []
-
-    def make(namespace: str, **kw):
-        running = start(config(etcd_endpoints, namespace, **kw))
-        made.append(running)
-        return running
-
-    yield make
-    for running in made:
-        if running.thread.is_alive():
-            running.stop()
 
 
 def metric(running, name: str, **labels: str) -> float | None:
