@@ -16,7 +16,7 @@ import structlog
 from tests.daemon.inprocess import converged, on_first_write, populate, wait_for
 from tests.daemon.test_state_machine import daemons, keys  # noqa: F401 - the same fixtures (pytest finds them here)
 from worker.concurrency import Mutex, Session
-from worker.control import request_switchover
+from worker.control import request_switchover, set_paused
 from worker.daemon import logs
 
 
@@ -89,3 +89,20 @@ def test_a_pass_stopped_by_a_switchover_is_stopped_not_fenced(client, keys, daem
     wait_for(lambda: one.metric("reconcile_runs_total", result="stopped") >= 1, what="a stopped pass")
     assert one.metric("reconcile_runs_total", result="fenced") == 0
     wait_for(lambda: converged(client, keys, 3000), timeout=30, what="the next term converges")
+
+
+def test_a_pass_stopped_by_the_pause_is_stopped_not_ok(client, keys, daemons):
+    populate(client, keys, 3000)
+    from_rev = client.current_revision()
+    done = on_first_write(client, keys, from_rev, lambda: set_paused(client, keys, True, by="test"))
+    one = daemons(keys.namespace, ttl=5, request_timeout=1.5)
+    assert done.wait(30)
+    wait_for(lambda: one.daemon.state.paused, what="paused seen")
+    # the pause is seen by the controls watch too: the pass stops at its next write transaction
+    wait_for(lambda: one.metric("reconcile_runs_total", result="stopped") >= 1 or converged(client, keys, 3000),
+             what="the pass stopped by the pause (or finished first)")
+    stopped = one.metric("reconcile_runs_total", result="stopped")
+    if stopped == 0 and converged(client, keys, 3000):
+        pytest.skip("inconclusive: the pause landed after the first pass")
+    assert stopped >= 1
+    assert one.metric("reconcile_runs_total", result="fenced") == 0

@@ -217,7 +217,9 @@ class LeaderTerm:
                           if ids is None else
                           incremental_pass(ctx.client, ctx.keys, fence, ids, dry_run=dry, progress=self._progress))
             except PausedError as err:
-                self.book.ended_early(mode, "ok", started, getattr(err, "partial", None), getattr(err, "refused", 0))
+                # stopped by the pause key (on purpose): not a completed pass, not a fence failure
+                self.book.ended_early(mode, "stopped", started, getattr(err, "partial", None),
+                                      getattr(err, "refused", 0))
                 ctx.core.transition(paused=True, why=f"pause key found at revision {err.revision}")
                 if ids is not None:
                     self._pending |= ids
