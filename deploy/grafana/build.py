@@ -95,7 +95,7 @@ def panels() -> list:
     add(timeseries.Panel().title("Passes by result").unit("short")
         .with_target(q(f"sum by (result) (increase({P}reconcile_runs_total[$__rate_interval]))", "{{result}}")),
         desc="ok: completed; error: an etcd error, retried; fenced: the fence failed (the term ended); "
-             "stopped: ended on purpose (SIGTERM, a switchover, the lease guard).")
+             "stopped: ended on purpose (SIGTERM, a switchover, the lease guard, the pause key).")
     add(timeseries.Panel().title("Protection writes by op").unit("ops")
         .with_target(q(f"sum by (op) (rate({P}writes_total[$__rate_interval]))", "{{op}}")))
     add(timeseries.Panel().title("Fenced writes (refused: the fence no longer held)").unit("short")

@@ -18,7 +18,8 @@ from worker import __version__
 
 PREFIX = "protection_worker_"
 MODES = ("full", "incremental")
-#: ``stopped``: a pass ended on purpose (SIGTERM, a switchover, the lease guard); ``fenced``: its fence failed
+#: ``stopped``: a pass ended on purpose (SIGTERM, a switchover, the lease guard, the pause key);
+#: ``fenced``: its fence failed (only that)
 RESULTS = ("ok", "error", "fenced", "stopped")
 OPS = ("create", "update", "delete")
 STATES = ("unprotected", "protecting", "protected", "degraded", "deleted")
