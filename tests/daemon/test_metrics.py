@@ -19,7 +19,9 @@ CONTRACT = {
     "build_info": "gauge",
 }
 #: added to the contract (interfaces.md: "add to them freely"): the etcd server's version (issue 13)
-ADDED = {"etcd_server_info": "gauge"}
+ADDED = {"etcd_server_info": "gauge",
+         # issue 19: when each mode's last pass completed, and "elected" apart from "leads" (is_leader)
+         "last_pass_timestamp_seconds": "gauge", "is_elected": "gauge"}
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple], float]:
@@ -47,7 +49,7 @@ def test_known_label_values_exist_at_zero() -> None:
     s = samples(Metrics())
     for mode in ("full", "incremental"):
         assert s[("protection_worker_reconcile_duration_seconds_count", (("mode", mode),))] == 0
-    for result in ("ok", "error", "fenced"):
+    for result in ("ok", "error", "fenced", "stopped"):
         assert s[("protection_worker_reconcile_runs_total", (("result", result),))] == 0
     for op in ("create", "update", "delete"):
         assert s[("protection_worker_writes_total", (("op", op),))] == 0

@@ -49,10 +49,18 @@ def _drill(args: argparse.Namespace, client: Any, keys: Keys) -> int:
         return fail(f"drill: {err}", EXIT_FAILED)
 
     def human() -> None:
+        others = ", ".join(f"{kind} {n}" for kind, n in result["audit_violations"].items()
+                           if n and kind != "stale_term")
+        src = result["sources"]
         print(f"{result['mode']}: {result['old_leader']} -> {result['new_leader']}: handover "
-              f"{format_ms(result['handover_ms'])}, leading {format_ms(result['leaderless_ms'])}, first reconcile "
-              f"{format_ms(result['first_reconcile_ms'])} (from the fault); stale writes: {result['stale_writes']}; "
-              f"{'OK' if result['ok'] else 'FAILED'}")
+              f"{format_ms(result['handover_ms'])} ({src.get('handover_ms', '-')}), leading "
+              f"{format_ms(result['leaderless_ms'])} ({src.get('leaderless_ms', '-')}), first reconcile "
+              f"{format_ms(result['first_reconcile_ms'])} ({src.get('first_reconcile_ms', '-')}), first write "
+              + (f"{format_ms(result['first_write_ms'])} (etcd)" if result["first_write_ms"] is not None
+                 else "none (the new term wrote nothing)")
+              + f" (from the fault); stale writes: {result['stale_writes']}"
+              + (f"; other audit findings: {others}" if others else "")
+              + f"; {'OK' if result['ok'] else 'FAILED'}")
         for v in result.get("violations", []):
             print(f"  {v['kind']}: {v['op']} {v['key']} at revision {v['revision']}")
 

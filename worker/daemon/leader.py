@@ -81,6 +81,8 @@ class StepDown(Exception):
     """Leadership ends; ``args[0]`` says why."""
 
     partial: PassResult | None = None
+    #: ``reconcile_runs_total`` result of a pass this ends: ``stopped`` (on purpose) or ``fenced``
+    result: str = "stopped"
 
 
 class LeaderTerm:
@@ -215,7 +217,9 @@ class LeaderTerm:
                           if ids is None else
                           incremental_pass(ctx.client, ctx.keys, fence, ids, dry_run=dry, progress=self._progress))
             except PausedError as err:
-                self.book.ended_early(mode, "ok", started, getattr(err, "partial", None), getattr(err, "refused", 0))
+                # stopped by the pause key (on purpose): not a completed pass, not a fence failure
+                self.book.ended_early(mode, "stopped", started, getattr(err, "partial", None),
+                                      getattr(err, "refused", 0))
                 ctx.core.transition(paused=True, why=f"pause key found at revision {err.revision}")
                 if ids is not None:
                     self._pending |= ids
@@ -224,10 +228,13 @@ class LeaderTerm:
                 self.book.ended_early(mode, "fenced", started, getattr(err, "partial", None),
                                       getattr(err, "refused", 0))
                 log.warning("fenced_write", mode=mode, error=str(err), refused=getattr(err, "refused", 0))
-                raise StepDown(f"fence lost: {err}") from err
+                down = StepDown(f"fence lost: {err}")
+                down.result = "fenced"  # a full pass around this (incremental) one ends fenced too
+                raise down from err
             except StepDown as err:
-                # the lease guard, the deadline, a stop, a switchover: landed writes still count
-                self.book.ended_early(mode, "fenced", started, getattr(err, "partial", None))
+                # the lease guard, the deadline, a stop, a switchover: stopped on purpose, not a fence
+                # failure (unless a nested pass's fence failed); landed writes still count
+                self.book.ended_early(mode, err.result, started, getattr(err, "partial", None))
                 raise
             except PermissionDeniedError as err:
                 # retrying cannot fix a role that lacks the permission: step down, said once
@@ -244,12 +251,6 @@ class LeaderTerm:
             self.book.finished(result, ids, replaces)
             if ids is not None and result.conflicted_ids:
                 self._pending |= set(result.conflicted_ids)  # moved under us: look again, level-triggered
-            if result.writes or ids is None:
-                log.info("reconcile_pass", mode=mode, revision=result.revision, seen=result.seen,
-                         created=result.created, updated=result.updated, recreated=result.recreated,
-                         deleted=result.deleted, unchanged=result.unchanged, invalid=len(result.invalid),
-                         writes=result.writes, txns=result.txns, conflicts=result.conflicts,
-                         duration=round(result.duration, 4), paused=result.dry_run)
             return result
 
     def _progress(self) -> None:

@@ -18,7 +18,9 @@ from worker import __version__
 
 PREFIX = "protection_worker_"
 MODES = ("full", "incremental")
-RESULTS = ("ok", "error", "fenced")
+#: ``stopped``: a pass ended on purpose (SIGTERM, a switchover, the lease guard, the pause key);
+#: ``fenced``: its fence failed (only that)
+RESULTS = ("ok", "error", "fenced", "stopped")
 OPS = ("create", "update", "delete")
 STATES = ("unprotected", "protecting", "protected", "degraded", "deleted")
 #: etcd error kinds pre-created at zero (``etcd_error`` accepts others too)
@@ -68,11 +70,17 @@ class Metrics:
         self.etcd_errors = Counter(p + "etcd_errors_total", "etcd errors by kind", ["kind"], registry=r)
         self.last_etcd_contact = Gauge(p + "last_etcd_contact_timestamp_seconds",
                                        "Unix time of the last successful etcd response", registry=r)
+        self.is_elected = Gauge(p + "is_elected", "1 while this instance's election key is the leader's, "
+                                "whether or not it holds the Mutex yet (is_leader: holds it, lease certainly alive)",
+                                registry=r)
+        self.last_pass = Gauge(p + "last_pass_timestamp_seconds", "Unix time this instance last completed a "
+                               "reconcile pass, by mode (0: none since it started)", ["mode"], registry=r)
         self.is_paused = Gauge(p + "is_paused", "1 in maintenance mode (leading but not writing)", registry=r)
         self.build_info = Gauge(p + "build_info", "Build information (always 1)", ["version"], registry=r)
         self.build_info.labels(version=version).set(1)
         for mode in MODES:
             self.reconcile_duration.labels(mode=mode)
+            self.last_pass.labels(mode=mode)
         for result in RESULTS:
             self.reconcile_runs.labels(result=result)
         for op in OPS:
@@ -89,13 +97,15 @@ class Metrics:
                                       ["version", "known_bad"], registry=r)
 
     def set_leader(self, leading: bool, term: int | None) -> None:
-        """This instance's role and the current leader's term (None: no leader known).
+        """This instance's role (``leading``: elected) and the current leader's term (None: no leader known).
+        ``is_elected`` follows the role; the daemon binds ``is_leader`` to its lease-clock rule instead.
 
         ``leader_changes_total`` counts each new term once (every leader has a new term); the first
         term an instance sees at start is not a change unless this instance itself won it.
         """
         with self._lock:
             self.is_leader.set(1 if leading else 0)
+            self.is_elected.set(1 if leading else 0)
             if term is None:
                 return
             if term != self._last_term and (self._last_term is not None or leading):
@@ -111,6 +121,10 @@ class Metrics:
         for op, count in (writes_by_op or {}).items():
             if count:
                 self.writes.labels(op=_check(op, OPS, "op")).inc(count)
+
+    def pass_completed(self, mode: str, when: float | None = None) -> None:
+        """A pass ran to its end (``last_pass_timestamp_seconds{mode}``: now, unless ``when`` is given)."""
+        self.last_pass.labels(mode=_check(mode, MODES, "mode")).set(time.time() if when is None else when)
 
     def fenced_write(self, count: int = 1) -> None:
         self.fenced_writes.inc(count)

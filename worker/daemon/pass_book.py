@@ -16,10 +16,14 @@ import collections
 import time
 from typing import Iterable
 
+import structlog
+
 from worker.daemon.metrics import Metrics
 from worker.daemon.state import DaemonState
 from worker.protection.keys import Keys
 from worker.protection.reconcile import PassResult
+
+log = structlog.get_logger("worker.daemon")
 
 
 def writes_by_op(result: PassResult) -> dict[str, int]:
@@ -44,6 +48,13 @@ class PassBook:
         the last full pass counted as ``replaces`` (by state); its own counts of them take their place."""
         mode = "full" if ids is None else "incremental"
         self.metrics.observe_pass(mode, "ok", result.duration, {} if result.dry_run else writes_by_op(result))
+        self.metrics.pass_completed(mode)
+        # every completed pass, full or incremental, written or not (interfaces.md "Logs")
+        log.info("reconcile_pass", mode=mode, revision=result.revision, seen=result.seen,
+                 created=result.created, updated=result.updated, recreated=result.recreated,
+                 deleted=result.deleted, unchanged=result.unchanged, invalid=len(result.invalid),
+                 writes=result.writes, txns=result.txns, conflicts=result.conflicts,
+                 duration=round(result.duration, 4), paused=result.dry_run)
         self.state.last_pass = {"mode": mode, "term": self.term, "revision": result.revision,
                                 "finished_at": time.time(), "duration": round(result.duration, 6),
                                 "writes": result.writes}

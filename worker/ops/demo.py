@@ -11,7 +11,6 @@ the dead process's lease at once, then restarts the instance (``Restart=on-failu
 
 from __future__ import annotations
 
-import collections
 import json
 import shutil
 import signal
@@ -27,6 +26,7 @@ from worker.ops.inventory import put_batched
 from worker.ops.instances import SupervisedWorker, WorkerProcess, start_group, stop_group
 from worker.ops.measure import current_leader, format_ms, measure_failover
 from worker.protection.keys import Keys
+from worker.protection.status import read_status
 
 NAMESPACE = "/protection-worker"
 
@@ -53,11 +53,18 @@ def _load(client, keys: Keys, clusters: dict, dr: dict) -> None:
                 + [(keys.dr_key(c), json.dumps(v)) for c, v in dr.items()])
 
 
-def _states(client, keys: Keys) -> dict[str, int]:
-    counts: collections.Counter[str] = collections.Counter()
-    for value, _ in client.get_prefix(keys.protection):
-        counts[json.loads(value)["state"]] += 1
-    return dict(sorted(counts.items()))
+def _record(client, keys: Keys, cluster_id: str) -> tuple[str, int] | None:
+    """(value, mod revision) of a protection record as read back, or None."""
+    value, meta = client.get(keys.protection_key(cluster_id))
+    return None if value is None else (value.decode("utf-8", "replace"), meta.mod_revision)
+
+
+def _cluster_of(keys: Keys, key: str) -> str:
+    return Keys.id_of(key, keys.dr if key.startswith(keys.dr) else keys.clusters)
+
+
+def _shown(record: tuple[str, int] | None) -> str:
+    return "no record" if record is None else f"{record[0]} (mod revision {record[1]})"
 
 
 def _await(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -86,6 +93,10 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
         inventory, dr = sample_inventory(clusters)
         _load(client, keys, inventory, dr)
         start_rev = client.current_revision(keys.root)
+        # the records of the inputs that fail validation, before any instance runs: checked against
+        # what is read back after the first pass (left untouched, or not: printed as observed)
+        before = {cid: _record(client, keys, cid) for cid in sorted({_cluster_of(keys, item["key"])
+                                                                     for item in read_status(client, keys)["invalid"]})}
         out(f"inventory   {len(inventory)} clusters, {len(dr)} DR statuses under {NAMESPACE}/")
         workers = start_group(3, etcd.endpoints, NAMESPACE, workdir / "workers", ttl=ttl, request_timeout=0.5,
                               kind=SupervisedWorker)
@@ -104,11 +115,23 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
         _await(lambda: all(w.get("/readyz")[0] == 200 for w in workers), 30, "all instances campaigning")
         who, leader_kv = current_leader(client, keys)
         out(f"leader      {who['instance_id']} (term {leader_kv.create_revision})")
-        out("states      " + "  ".join(f"{s} {n}" for s, n in _states(client, keys).items()))
-        out("invalid     dr/cluster-002 (replication 'lost-in-space'): reported, its record left untouched")
+        status = read_status(client, keys)
+        out("states      " + "  ".join(f"{s} {n}" for s, n in status["states"].items()))
+        # the invalid inputs as `protection-worker status` lists them, and their records as read back
+        for item in status["invalid"] or [{"key": "none", "mod_revision": "-", "error": "-"}]:
+            out(f"invalid     {item['key']} @ {item['mod_revision']}: {item['error']}")
+            if item["key"] == "none":
+                continue
+            cid = _cluster_of(keys, item["key"])
+            now = _record(client, keys, cid)
+            was = before.get(cid, now)
+            verdict = (f"left untouched ({'none' if was is None else 'the same'} before the instances ran)"
+                       if now == was else f"changed (before the instances ran: {_shown(was)})")
+            out(f"            protection/{cid} read back: {_shown(now)}: {verdict}")
 
         results = []
-        for mode, sig, label in (("resign", signal.SIGTERM, "graceful failover: SIGTERM to the leader"),
+        # "sigterm", not the drill's "resign" (a switchover through etcd): this is the graceful shutdown
+        for mode, sig, label in (("sigterm", signal.SIGTERM, "graceful failover: SIGTERM to the leader"),
                                  ("kill", signal.SIGKILL, "crash failover: SIGKILL to the leader")):
             old = by_id[current_leader(client, keys)[0]["instance_id"]]
             service = old.service
@@ -147,6 +170,10 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
         for r in results:
             out(f"            {r.mode:<7} {_num(r.handover_ms):>11} {_num(r.leaderless_ms):>11} "
                 f"{_num(r.first_reconcile_ms):>19}")
+        sources = {name: "/".join(sorted({r.sources.get(name, "-") for r in results}))
+                   for name in ("handover_ms", "leaderless_ms", "first_reconcile_ms")}
+        out("            sources: " + ", ".join(f"{name} {where}" for name, where in sources.items())
+            + " (leading: the new leader's lease holds the Mutex; first reconcile: its /healthz last_pass)")
         return 0 if not report.violations and not any(r.unmeasured for r in results) else 1
     except KeyboardInterrupt:
         out("\ninterrupted: cleaning up")

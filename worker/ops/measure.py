@@ -5,13 +5,16 @@ each one is a measurement or null, never a copy of another figure:
 
 * ``handover_ms`` — until a new candidate's key holds the lowest create revision (from etcd: a watch
   on the namespace wakes us, ``worker.concurrency.leader()`` says who leads);
-* ``leaderless_ms`` — until the new leader actually leads: its ``/leader`` answers 200 (it holds the
-  Mutex and knows it); when its HTTP address cannot be reached, from etcd: the lowest key under the
-  Mutex prefix is the new leader's (same lease as its election key);
-* ``first_reconcile_ms`` — until the new leader reports its first completed pass of the new term
-  (``/healthz`` ``last_pass``); when its HTTP address cannot be reached, from etcd: the first audit
-  stamp put by the new term (its first write). A pass that writes nothing leaves no trace in etcd:
-  then the figure is null.
+* ``leaderless_ms`` — until the new leader actually leads, always from etcd: the lowest key under
+  the Mutex prefix is the new leader's (same lease as its election key). One source for every run,
+  so figures of different drills compare (``/leader`` answers 200 from the same moment: the Mutex
+  taken, its lease certainly alive);
+* ``first_reconcile_ms`` — until the new leader's first completed pass of the new term, only as the
+  new leader reports it (``/healthz`` ``last_pass``): etcd holds no trace of a completed pass. When
+  that HTTP address cannot be reached, the figure is null with the reason;
+* ``first_write_ms`` — until the new term's first write landed in etcd (its audit stamp), beside the
+  others and never in their place: null when the new term wrote nothing while the drill watched
+  (a pass with nothing to change writes nothing), which is not a failure of the drill.
 
 ``sources`` says where each figure came from (``etcd`` or ``http``); ``unmeasured`` gives the reason
 for each null figure.
@@ -42,6 +45,8 @@ POLL = 0.002
 GRACE = 2.0
 
 FIGURES = ("handover_ms", "leaderless_ms", "first_reconcile_ms")
+#: measured when it happens, null otherwise (never a failure): see the module's doc
+EXTRA_FIGURES = ("first_write_ms",)
 
 
 @dataclass
@@ -52,6 +57,8 @@ class Failover:
     handover_ms: float | None
     leaderless_ms: float | None
     first_reconcile_ms: float | None
+    #: to the new term's first write in etcd (its stamp); null when it wrote nothing meanwhile
+    first_write_ms: float | None = None
     new_term: int = 0
     #: figure -> "etcd" | "http" for each measured figure
     sources: dict[str, str] = field(default_factory=dict)
@@ -99,7 +106,7 @@ def proclaimed_health_url(identity: dict[str, Any]) -> str | None:
 
 
 class _Probe:
-    """The new leader's HTTP answers: ``/leader`` and ``/healthz``, until they fail for ``GRACE``."""
+    """The new leader's ``/healthz`` answers, until they fail for ``GRACE``."""
 
     def __init__(self, url: str | None, why_none: str) -> None:
         self.url = url
@@ -150,52 +157,55 @@ def measure_failover(client: EtcdClient, keys: Keys, fault: Callable[[], None], 
             if left <= 0:
                 raise TimeoutError(f"no new leader within {timeout:g} s of the fault")
             watch.get(timeout=left)
-        result = Failover(mode, old_id, identity["instance_id"], handover, None, None, new.create_revision,
-                          sources={"handover_ms": "etcd"})
+        result = Failover(mode, old_id, identity["instance_id"], handover, None, None,
+                          new_term=new.create_revision, sources={"handover_ms": "etcd"})
         url = (health_url or proclaimed_health_url)(identity)
         probe = _Probe(url, "the new leader proclaims no HTTP address")
-        etcd_leading: float | None = None
-        etcd_first_write: float | None = None
         holder = line_leader(client, keys.lock)
         if holder is not None and holder.lease == new.lease:
-            etcd_leading = elapsed()
+            result.leaderless_ms, result.sources["leaderless_ms"] = elapsed(), "etcd"
+
+        def take(response: Any) -> None:
+            """Mutex and stamp changes of a watch answer: leading, and the term's first write."""
+            for event in response.events if response is not None else ():
+                if isinstance(event, DeleteEvent):
+                    continue
+                if result.leaderless_ms is None and event.key.startswith(lock_prefix):
+                    now = line_leader(client, keys.lock)
+                    if now is not None and now.lease == new.lease:
+                        result.leaderless_ms, result.sources["leaderless_ms"] = elapsed(), "etcd"
+                elif result.first_write_ms is None and event.key == stamp_key:
+                    if _stamp_term(event.value) == new.create_revision:
+                        result.first_write_ms, result.sources["first_write_ms"] = elapsed(), "etcd"
+
+        def drain() -> None:
+            """What the watch already holds, taken now (never waited for)."""
+            while True:
+                response = watch.get(timeout=0)
+                if response is None:
+                    return
+                take(response)
+
         while time.monotonic() < deadline:
-            if result.leaderless_ms is None and probe.get("/leader")[0] == 200:
-                result.leaderless_ms, result.sources["leaderless_ms"] = elapsed(), "http"
+            drain()  # before the HTTP poll: the Mutex taken is stamped before the pass it starts is seen
             if result.first_reconcile_ms is None:
                 last = (probe.get("/healthz")[1] or {}).get("last_pass") or {}
                 if last.get("term") == new.create_revision:
                     result.first_reconcile_ms, result.sources["first_reconcile_ms"] = elapsed(), "http"
-            if result.first_reconcile_ms is not None and result.leaderless_ms is None and etcd_leading is not None:
-                # the pass finished between two polls of /leader: etcd saw it take the Mutex
-                result.leaderless_ms, result.sources["leaderless_ms"] = etcd_leading, "etcd"
-            if probe.unreachable:
-                if result.leaderless_ms is None and etcd_leading is not None:
-                    result.leaderless_ms, result.sources["leaderless_ms"] = etcd_leading, "etcd"
-                if result.first_reconcile_ms is None and etcd_first_write is not None:
-                    result.first_reconcile_ms, result.sources["first_reconcile_ms"] = etcd_first_write, "etcd"
-                if etcd_leading is not None and time.monotonic() - start - etcd_leading / 1000 >= GRACE:
-                    break   # leading for GRACE and nothing written: the pass leaves no trace in etcd
-            if result.leaderless_ms is not None and result.first_reconcile_ms is not None:
-                break
-            response = watch.get(timeout=POLL)
-            for event in response.events if response is not None else ():
-                if isinstance(event, DeleteEvent):
-                    continue
-                if etcd_leading is None and event.key.startswith(lock_prefix):
-                    holder = line_leader(client, keys.lock)
-                    if holder is not None and holder.lease == new.lease:
-                        etcd_leading = elapsed()
-                elif etcd_first_write is None and event.key == stamp_key:
-                    if _stamp_term(event.value) == new.create_revision:
-                        etcd_first_write = elapsed()
-    why = probe.unreachable or f"no answer within the timeout of {timeout:g} s"
+            if result.leaderless_ms is not None:
+                if result.first_reconcile_ms is not None:
+                    break
+                if probe.unreachable and (result.first_write_ms is not None
+                                          or time.monotonic() - start - result.leaderless_ms / 1000 >= GRACE):
+                    break  # leading; the first write, if any, shows within GRACE: nothing more to see
+            take(watch.get(timeout=POLL))
+        drain()  # the first write, when the pass finished between two polls
+    why = f"no answer within the timeout of {timeout:g} s"
     if result.leaderless_ms is None:
-        result.unmeasured["leaderless_ms"] = (
-            f"{why}, and the new leader never held the Mutex in etcd" if probe.unreachable else why)
+        result.unmeasured["leaderless_ms"] = f"{why}: the new leader never held the Mutex in etcd"
     if result.first_reconcile_ms is None:
         result.unmeasured["first_reconcile_ms"] = (
-            f"{why}, and the new term wrote nothing to etcd (a pass without writes leaves no trace there)"
+            f"{probe.unreachable}: a completed pass is reported only there (etcd keeps no trace of it)"
             if probe.unreachable else why)
     return result
 
