@@ -12,7 +12,7 @@ def test_put_get_delete_round_trip(client, prefix):
     value, meta = client.get(f"{prefix}/a")
     assert value == b"1"
     assert meta.create_revision > 0
-    assert client.delete(f"{prefix}/a") is True
+    assert client.delete(f"{prefix}/a").deleted == 1
     assert client.get(f"{prefix}/a") == (None, None)
 
 

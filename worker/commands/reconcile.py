@@ -19,6 +19,7 @@ from typing import Any
 from worker.cli import EXIT_FAILED, EXIT_OK, command
 from worker.commands.common import fail, run_with_client
 from worker.config import Config, add_arguments
+from worker.identity import Identity
 from worker.protection.keys import Keys
 from worker.protection.reader import DEFAULT_PAGE_SIZE
 from worker.protection.reconcile import PassResult, full_pass
@@ -62,11 +63,7 @@ def _reconcile(args: argparse.Namespace) -> int:
             _print(full_pass(client, keys, None, dry_run=True, page_size=args.page_size), args)
             return EXIT_OK
         from worker.concurrency import Election, Mutex, Session, WaitTimeoutError
-        try:
-            from worker.daemon.identity import identity
-            value = identity(cfg.instance_id)
-        except ImportError:
-            value = json.dumps({"instance_id": cfg.instance_id})
+        value = Identity.mine(cfg.instance_id).dump()
         session = Session(client, ttl=cfg.election.ttl)
         election = mutex = None
         try:

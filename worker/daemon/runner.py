@@ -35,7 +35,7 @@ from worker.daemon.core import Core
 from worker.daemon.events import (CampaignFailed, ControlsChanged, Elected, Event, LeaderSeen, LeaseLost, Queued,
                                   Reload, Stop, Wedge)
 from worker.daemon.http import HealthServer
-from worker.daemon.identity import http_address, identity, parse_identity
+from worker.identity import Identity, http_address
 from worker.daemon.leader import LeaderTerm, TermContext
 from worker.daemon.liveness import Liveness
 from worker.daemon.metrics import Metrics
@@ -213,7 +213,7 @@ class Daemon:
             self._controls_watch = ControlWatcher(self.client, self.keys, self.events,
                                                   denied_wait=float(self.cfg.election.ttl))
         self.candidacy = Candidacy(self.client, self.keys.election, self.cfg.election.ttl,
-                                   identity(self.instance_id, self.http_address()), self.events,
+                                   Identity.mine(self.instance_id, self.http_address()).dump(), self.events,
                                    self._generation)
         lease_file.record(self.candidacy.session.lease, self.instance_id)
         self.state.connected = self.state.campaigning = self.state.session_alive = True
@@ -261,13 +261,14 @@ class Daemon:
             self._drop_candidacy(resign=True)
 
     def _on_leader(self, leader: Any) -> None:
-        info = parse_identity(leader.value)
+        info = Identity.parse(leader.value)
         term = int(leader.create_revision)
         previous = self.state.leader
-        self.state.leader = {"instance_id": info.get("instance_id"), "key": leader.key.decode(), "term": term}
+        self.state.leader = {"instance_id": info.instance_id, "key": leader.key.decode("utf-8", "replace"),
+                             "term": term}
         self.metrics.set_leader(self.state.role == LEADER, term)
         if previous is None or previous.get("term") != term:
-            log.info("leader_changed", leader=info.get("instance_id"), leader_term=term)
+            log.info("leader_changed", leader=info.instance_id, leader_term=term)
 
     def _lead(self, candidacy: Candidacy) -> None:
         term = candidacy.term

@@ -7,14 +7,19 @@ consistency says so loudly instead of running silently on one.
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
+from typing import Any, Protocol
 
 import structlog
-from pyetcd import etcdrpc
 
 from worker.etcd.errors import EtcdError
+
+
+
+class _StatusClient(Protocol):
+    endpoint_url: str
+
+    def server_status(self) -> str: ...
 
 #: release -> why it is known bad
 KNOWN_BAD = {v: "data inconsistency after a crash (fixed in 3.5.3)" for v in ("3.5.0", "3.5.1", "3.5.2")}
@@ -25,16 +30,14 @@ def known_bad(version: str | None) -> str | None:
     return KNOWN_BAD.get((version or "").strip().lstrip("v"))
 
 
-def read_server_version(client: Any) -> str | None:
+def read_server_version(client: _StatusClient) -> str | None:
     """The version the answering member reports (Maintenance Status), logged once; a warning when
     it is a known-bad release. None (logged, not raised) when the member will not say."""
     try:
-        response = client._send("status", lambda: client.maintenancestub.Status(
-            etcdrpc.StatusRequest(), client.timeout, metadata=client.metadata), idempotent=True)
+        version = client.server_status()
     except EtcdError as err:
         _log("warning", "etcd_server_version_unknown", error=str(err), endpoint=client.endpoint_url)
         return None
-    version = str(response.version)
     why = known_bad(version)
     if why:
         _log("warning", "etcd_server_known_bad", version=version, endpoint=client.endpoint_url, problem=why,

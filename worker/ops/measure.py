@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 from worker.etcd import DeleteEvent
 
-from worker.concurrency.line import leader as line_leader
-from worker.daemon.identity import parse_identity
+from worker.concurrency.line import Candidate, leader as line_leader
+from worker.identity import Identity
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.watch import Watch
@@ -73,10 +73,10 @@ def format_ms(value: float | None) -> str:
     return "unmeasured" if value is None else f"{value:.1f} ms"
 
 
-def current_leader(client: EtcdClient, keys: Keys) -> tuple[dict[str, Any], Any] | None:
+def current_leader(client: EtcdClient, keys: Keys) -> tuple[Identity, Candidate] | None:
     """(identity, ``Candidate``) of the current leader (``worker.concurrency.leader``), or None."""
     found = line_leader(client, keys.election)
-    return (parse_identity(found.value), found) if found is not None else None
+    return (found.identity, found) if found is not None else None
 
 
 def http_json(url: str, timeout: float = 0.5) -> tuple[int, Any]:
@@ -93,9 +93,8 @@ def http_json(url: str, timeout: float = 0.5) -> tuple[int, Any]:
         return 0, None
 
 
-def proclaimed_health_url(identity: dict[str, Any]) -> str | None:
-    http = identity.get("http")
-    return f"http://{http}/healthz" if http else None
+def proclaimed_health_url(identity: Identity) -> str | None:
+    return f"http://{identity.http}/healthz" if identity.http else None
 
 
 class _Probe:
@@ -150,7 +149,7 @@ def measure_failover(client: EtcdClient, keys: Keys, fault: Callable[[], None], 
             if left <= 0:
                 raise TimeoutError(f"no new leader within {timeout:g} s of the fault")
             watch.get(timeout=left)
-        result = Failover(mode, old_id, identity["instance_id"], handover, None, None, new.create_revision,
+        result = Failover(mode, old_id, identity.instance_id, handover, None, None, new.create_revision,
                           sources={"handover_ms": "etcd"})
         url = (health_url or proclaimed_health_url)(identity)
         probe = _Probe(url, "the new leader proclaims no HTTP address")
