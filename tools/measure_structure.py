@@ -90,7 +90,7 @@ def main() -> None:
     print(f"module cycles: {len(msccs)}")
     print("== raw protobuf outside worker/etcd ==")
     pat = re.compile(r"etcdrpc|auth_pb2|kv_pb2|\.header\.revision|response_range|response_txn|"
-                     r"\bresponse_kvs\b|\._event\b|WhichOneof")
+                     r"\bresponse_kvs\b|\._event\.kv|WhichOneof")
     raw = 0
     for m, f in mods.items():
         if m.startswith("worker.etcd"):

@@ -14,7 +14,7 @@ from worker import config
 from worker.cli import EXIT_FAILED, EXIT_OK, command
 from worker.commands.common import UsageError, fail, run_with_client
 from worker.errors import WorkerError
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], human: Callable[[], None]) -> None:

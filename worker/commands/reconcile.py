@@ -20,7 +20,7 @@ from worker.cli import EXIT_FAILED, EXIT_OK, command
 from worker.commands.common import fail, run_with_client
 from worker.config import Config, add_arguments
 from worker.identity import Identity
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.reader import DEFAULT_PAGE_SIZE
 from worker.protection.reconcile import PassResult, full_pass
 from worker.protection.writer import FenceLostError, PausedError, leader_fence

@@ -9,7 +9,7 @@ from typing import Any
 from worker.cli import EXIT_OK, command
 from worker.commands.common import run_with_client
 from worker.config import Config, add_arguments
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.status import format_status, read_status
 
 

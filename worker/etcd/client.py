@@ -18,7 +18,7 @@ from typing import Any, Callable
 from pyetcd import etcdrpc
 
 from worker.errors import ConfigError
-from worker.etcd import kv
+import worker.etcd.kv as kv
 from worker.etcd.endpoints import parse_etcd_settings
 from worker.etcd.errors import EtcdError
 from worker.etcd.keepalive import LeaseKeeper

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Protocol
 
 from pyetcd import etcdrpc
 
-from worker.etcd import kv
+import worker.etcd.kv as kv
 from worker.etcd.types import TxnResponse
 
 

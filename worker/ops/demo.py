@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from worker.etcd import connect
+from worker.etcd import EtcdClient, connect
 from worker.ops.audit import audit
 from worker.ops.embedded_etcd import EtcdCluster
 from worker.ops.inventory import put_batched
 from worker.ops.instances import SupervisedWorker, WorkerProcess, start_group, stop_group
 from worker.ops.measure import current_leader, format_ms, measure_failover
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 NAMESPACE = "/protection-worker"
 
@@ -48,15 +48,15 @@ def sample_inventory(count: int) -> tuple[dict[str, dict], dict[str, dict]]:
     return clusters, dr
 
 
-def _load(client, keys: Keys, clusters: dict, dr: dict) -> None:
+def _load(client: EtcdClient, keys: Keys, clusters: dict, dr: dict) -> None:
     put_batched(client, [(keys.cluster(c), json.dumps(v)) for c, v in clusters.items()]
                 + [(keys.dr_key(c), json.dumps(v)) for c, v in dr.items()])
 
 
-def _states(client, keys: Keys) -> dict[str, int]:
+def _states(client: EtcdClient, keys: Keys) -> dict[str, int]:
     counts: collections.Counter[str] = collections.Counter()
-    for value, _ in client.get_prefix(keys.protection):
-        counts[json.loads(value)["state"]] += 1
+    for item in client.range(keys.protection, prefix=True).kvs:
+        counts[json.loads(item.value)["state"]] += 1
     return dict(sorted(counts.items()))
 
 
@@ -95,15 +95,15 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
             "(ExecStopPost=), then Restart=")
         def first_pass_done() -> bool:
             leader = current_leader(client, keys)
-            if leader is None or leader[0]["instance_id"] not in by_id:
+            if leader is None or leader[0].instance_id not in by_id:
                 return False
-            last = by_id[leader[0]["instance_id"]].get("/healthz")[1] or {}
+            last = by_id[leader[0].instance_id].get("/healthz")[1] or {}
             return (last.get("last_pass") or {}).get("term") == leader[1].create_revision
 
         _await(first_pass_done, 30, "the first full pass")
         _await(lambda: all(w.get("/readyz")[0] == 200 for w in workers), 30, "all instances campaigning")
         who, leader_kv = current_leader(client, keys)
-        out(f"leader      {who['instance_id']} (term {leader_kv.create_revision})")
+        out(f"leader      {who.instance_id} (term {leader_kv.create_revision})")
         out("states      " + "  ".join(f"{s} {n}" for s, n in _states(client, keys).items()))
         out("invalid     dr/cluster-002 (replication 'lost-in-space'): reported, its record left untouched")
 
@@ -136,7 +136,7 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
         cid = "cluster-001"
         start = time.monotonic()
         client.put(keys.dr_key(cid), json.dumps({"replication": "broken"}))
-        _await(lambda: json.loads(client.get(keys.protection_key(cid))[0])["state"] == "degraded", 10,
+        _await(lambda: json.loads(client.range(keys.protection_key(cid)).kvs[0].value)["state"] == "degraded", 10,
                "the input change to reach its record")
         out(f"\nchange      dr/{cid} -> broken: protection record 'degraded' after "
             f"{(time.monotonic() - start) * 1000:.1f} ms")

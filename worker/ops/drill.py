@@ -32,7 +32,7 @@ from worker.errors import WorkerError
 from worker.ops.audit import audit
 from worker.ops.measure import current_leader, measure_failover
 from worker.ops.release import release_killed
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 MODES = ("resign", "kill", "stop")
 

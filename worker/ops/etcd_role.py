@@ -12,10 +12,6 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from worker.etcd import etcdrpc
-from worker.etcd import auth_pb2
-
-from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError, EtcdRequestError
 
@@ -55,26 +51,15 @@ def _tolerate_exists(call: Callable[[], Any], say: Callable[[str], None], what: 
 
 def apply(client: EtcdClient, plan: RolePlan, password: str | None, say: Callable[[str], None] = print) -> None:
     """Create the user and role and grant the prefix, through the Auth API (admin credentials)."""
-    stub = client.authstub
-
-    def send(name: str, method: Any, request: Any) -> Any:
-        return client._send(name, lambda: method(request, client.timeout, metadata=client.metadata),
-                            idempotent=False)
-
-    users = send("auth_user_list", stub.UserList, etcdrpc.AuthUserListRequest()).users
-    if plan.user in users:
+    if plan.user in client.user_list():
         say(f"user {plan.user}: already there (password unchanged)")
     else:
         if not password:
             raise EtcdError(f"user {plan.user} does not exist: give its password with --password-file")
-        send("auth_user_add", stub.UserAdd, etcdrpc.AuthUserAddRequest(name=plan.user, password=password))
+        client.user_add(plan.user, password)
         say(f"user {plan.user}: created")
-    _tolerate_exists(lambda: send("auth_role_add", stub.RoleAdd, etcdrpc.AuthRoleAddRequest(name=plan.role)),
-                     say, f"role {plan.role}")
-    perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=plan.prefix.encode(),
-                               range_end=kv.prefix_end(plan.prefix))
-    send("auth_role_grant", stub.RoleGrantPermission,
-         etcdrpc.AuthRoleGrantPermissionRequest(name=plan.role, perm=perm))
+    _tolerate_exists(lambda: client.role_add(plan.role), say, f"role {plan.role}")
+    client.role_grant_prefix(plan.role, plan.prefix)
     say(f"role {plan.role}: readwrite on prefix {plan.prefix}")
-    send("auth_user_grant", stub.UserGrantRole, etcdrpc.AuthUserGrantRoleRequest(user=plan.user, role=plan.role))
+    client.user_grant_role(plan.user, plan.role)
     say(f"user {plan.user}: has role {plan.role}")

@@ -33,7 +33,7 @@ from worker.identity import Identity
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.watch import Watch
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 #: seconds between polls of the new leader's HTTP answers (a watch event wakes us sooner)
 POLL = 0.002
