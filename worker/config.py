@@ -103,11 +103,11 @@ def _section(name: str, raw: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, types):
             want = " or ".join(t.__name__ for t in types)
             raise ConfigError(f"{name}.{key}: expected {want}, got {type(value).__name__} {value!r}")
-        if key == "endpoints" and not all(isinstance(e, str) for e in value):
+        if key == "endpoints" and not all(isinstance(e, str) for e in value):  # type: ignore[attr-defined]
             raise ConfigError("etcd.endpoints: expected a list of strings")
         if isinstance(value, float) and not math.isfinite(value):  # TOML allows inf and nan
             raise ConfigError(f"{name}.{key}: must be a finite number, got {value!r}")
-        values[key] = float(value) if types == (int, float) else value
+        values[key] = float(value) if types == (int, float) else value  # type: ignore[arg-type]
     return cls(**values)
 
 
@@ -184,7 +184,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, logs: bool = True, session
     ``session`` (it campaigns): ``--ttl``/``--instance-id``; ``daemon`` (``run`` only):
     ``--interval``/``--listen``. A flag a command ignores is not offered (argparse refuses it)."""
     g = parser.add_argument_group("configuration (each flag overrides its key in the file)")
-    g.add_argument("--config", metavar="FILE", help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)")
+    g.add_argument("--config", metavar="FILE",
+                   help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)")
     g.add_argument("--endpoints", metavar="URLS", help="etcd.endpoints, comma-separated")
     g.add_argument("--namespace", metavar="NS", help="etcd.namespace")
     if session:

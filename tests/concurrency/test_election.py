@@ -29,7 +29,6 @@ def test_election_wait(make_client, prefix):
     leaders, followers = 3, 3
     name = prefix + "/test-election"
     elected: queue.Queue = queue.Queue()
-    nexts = [threading.Event() for _ in range(followers)]
     rounds = [threading.Barrier(followers + 1) for _ in range(leaders)]
     errors: list = []
 

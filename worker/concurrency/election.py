@@ -15,7 +15,7 @@ candidate and an etcdctl candidate take turns in one election. Where we differ f
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from worker.concurrency.errors import (
     NoLeaderError,

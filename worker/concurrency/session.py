@@ -24,7 +24,6 @@ from typing import Any
 
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError, LeaseNotFoundError, PermissionDeniedError
-from worker.etcd.keepalive import LeaseKeeper
 
 log = logging.getLogger(__name__)
 

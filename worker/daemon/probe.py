@@ -54,9 +54,10 @@ class DaemonProbe:
             client = self.current_client()
             if client is None:
                 return {**own, "leader": state.leader, "error": state.last_error}
-            read = self._read_status
-            if read is None:
-                from worker.protection.status import read_status as read
-            snapshot = read(client, self._keys())
+            if self._read_status is not None:
+                snapshot = self._read_status(client, self._keys())
+            else:
+                from worker.protection.status import read_status
+                snapshot = read_status(client, self._keys())
             self.board.publish(snapshot, max_age=PROBE_MAX_AGE)
         return {**snapshot, **own}

@@ -181,7 +181,7 @@ class Daemon:
                 release.wait()
             case Queued() if current:
                 self._unblock()
-            case Elected() if current:
+            case Elected() if current and candidacy is not None:
                 self._unblock()
                 self._lead(candidacy)
             case LeaderSeen(_, leader) if current:

@@ -113,7 +113,7 @@ class EtcdClient:
         ``revision``, ``sort_target``/``sort_order``, ``keys_only``, ``count_only``,
         ``serializable``, ``min_``/``max_create_revision``, ``min_``/``max_mod_revision``)."""
         if not isinstance(key, (str, bytes)):  # COMPAT (issue 18): a raw RangeRequest, raw answer
-            return self._raw_range(key)  # type: ignore[no-any-return]
+            return self._raw_range(key)
         return RangeResponse.from_pb(self._raw_range(kv.range_request(key, **options)))
 
     def _raw_range(self, request: Any) -> Any:
@@ -271,9 +271,9 @@ def txn_key(request: Any) -> bytes | None:
     for op in [*request.success, *request.failure]:
         which = op.WhichOneof("request")
         if which == "request_put":
-            return op.request_put.key  # type: ignore[no-any-return]
+            return op.request_put.key
         if which == "request_delete_range":
-            return op.request_delete_range.key  # type: ignore[no-any-return]
+            return op.request_delete_range.key
         if which == "request_range":
             reads.append(op.request_range.key)
         if which == "request_txn":

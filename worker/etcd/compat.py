@@ -19,7 +19,7 @@ from worker.etcd.errors import EtcdUnavailableError
 from worker.etcd.transport import Transport
 
 
-class LegacyClient(MultiEndpointEtcd3Client):  # type: ignore[misc]
+class LegacyClient(MultiEndpointEtcd3Client):
     """pyetcd's client methods, sending over ``transport`` (its own channel handling unused)."""
 
     def __init__(self, transport: Transport) -> None:  # pyetcd's __init__ dials and logs in: not called

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from worker.etcd.errors import EtcdAuthError, EtcdError
 
@@ -48,11 +48,11 @@ class Retry:
 
     def copy(self, **changes: object) -> Retry:
         """A fresh copy (attempt count 0) with ``changes`` applied (any constructor argument)."""
-        fields = dict(initial=self.initial, maximum=self.maximum, refused=self.refused,
-                      max_tries=self.max_tries, deadline=self.deadline, retry_on=self.retry_on,
-                      jitter=self.jitter, sleep=self._sleep, stop=self.stop, on_retry=self.on_retry)
+        fields: dict[str, Any] = dict(initial=self.initial, maximum=self.maximum, refused=self.refused,
+                                      max_tries=self.max_tries, deadline=self.deadline, retry_on=self.retry_on,
+                                      jitter=self.jitter, sleep=self._sleep, stop=self.stop, on_retry=self.on_retry)
         fields.update(changes)
-        return Retry(**fields)  # type: ignore[arg-type]
+        return Retry(**fields)
 
     def with_refused(self, seconds: float) -> Retry:
         """The same policy waiting ``seconds`` after a refusal (the daemon uses its TTL)."""

@@ -152,7 +152,7 @@ class Transport:
         stub = self._stubs.get(key)
         if stub is None:
             stub = self._stubs[key] = kind(channel)  # type: ignore[call-arg]
-        return stub  # type: ignore[no-any-return]
+        return stub
 
     def mark_failed(self) -> None:
         """Move on from the current endpoint (also used by streams that lost it)."""

@@ -17,7 +17,8 @@ from worker.etcd.errors import EtcdError
 
 
 class _StatusClient(Protocol):
-    endpoint_url: str
+    @property
+    def endpoint_url(self) -> str: ...
 
     def server_status(self) -> str: ...
 

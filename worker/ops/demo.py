@@ -12,13 +12,14 @@ the dead process's lease at once, then restarts the instance (``Restart=on-failu
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import shutil
 import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from worker.etcd import EtcdClient, connect
 from worker.ops.audit import audit
@@ -33,7 +34,8 @@ NAMESPACE = "/protection-worker"
 
 def sample_inventory(count: int) -> tuple[dict[str, dict], dict[str, dict]]:
     """Clusters with every kind of protection state, deterministic, one bad input among them."""
-    clusters, dr = {}, {}
+    clusters: dict[str, dict[str, Any]] = {}
+    dr: dict[str, dict[str, Any]] = {}
     cycle = ["in_sync", "in_sync", "syncing", "broken", None]
     for i in range(1, count + 1):
         cid = f"cluster-{i:03d}"
@@ -66,6 +68,10 @@ def _await(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"demo: {what} did not happen within {timeout} s")
         time.sleep(0.01)
+
+
+def _ready(worker: WorkerProcess) -> bool:
+    return worker.get("/readyz")[0] == 200
 
 
 def _num(value: float | None) -> str:
@@ -102,7 +108,9 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
 
         _await(first_pass_done, 30, "the first full pass")
         _await(lambda: all(w.get("/readyz")[0] == 200 for w in workers), 30, "all instances campaigning")
-        who, leader_kv = current_leader(client, keys)
+        found = current_leader(client, keys)
+        assert found is not None  # the first pass was seen: someone leads
+        who, leader_kv = found
         out(f"leader      {who.instance_id} (term {leader_kv.create_revision})")
         out("states      " + "  ".join(f"{s} {n}" for s, n in _states(client, keys).items()))
         out("invalid     dr/cluster-002 (replication 'lost-in-space'): reported, its record left untouched")
@@ -110,12 +118,14 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
         results = []
         for mode, sig, label in (("resign", signal.SIGTERM, "graceful failover: SIGTERM to the leader"),
                                  ("kill", signal.SIGKILL, "crash failover: SIGKILL to the leader")):
-            old = by_id[current_leader(client, keys)[0]["instance_id"]]
+            now = current_leader(client, keys)
+            assert now is not None and now[0].instance_id is not None
+            old = by_id[now[0].instance_id]
+            assert isinstance(old, SupervisedWorker) and old.service is not None
             service = old.service
-            assert isinstance(old, SupervisedWorker) and service is not None
             out(f"\ndrill       {label} ({old.instance_id})")
             signalled = time.monotonic()
-            result = measure_failover(client, keys, lambda: old.signal(sig), mode=mode)
+            result = measure_failover(client, keys, functools.partial(old.signal, sig), mode=mode)
             results.append(result)
             out(f"            new leader {result.new_leader} (term {result.new_term}): "
                 f"handover {format_ms(result.handover_ms)}, leading {format_ms(result.leaderless_ms)}, "
@@ -130,7 +140,7 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
             else:  # a clean exit is not restarted by Restart=on-failure: start it again, as an operator would
                 old.terminate(timeout=5)
                 old.start()
-            _await(lambda: old.get("/readyz")[0] == 200, 20, f"{old.instance_id} rejoining")
+            _await(functools.partial(_ready, old), 20, f"{old.instance_id} rejoining")
             out(f"            {old.instance_id} restarted and back in line as a follower")
 
         cid = "cluster-001"

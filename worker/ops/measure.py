@@ -122,13 +122,13 @@ class _Probe:
 
 
 def measure_failover(client: EtcdClient, keys: Keys, fault: Callable[[], None], *, mode: str,
-                     health_url: Callable[[dict[str, Any]], str | None] | None = None,
+                     health_url: Callable[[Identity], str | None] | None = None,
                      timeout: float = 30.0) -> Failover:
     """Trigger ``fault`` and time the takeover. ``health_url(identity)`` gives the new leader's
     ``/healthz`` URL (default: the ``http`` address it proclaims). Raises ``TimeoutError`` when no
     new leader appears within ``timeout``; a later figure that cannot be measured is null."""
     before = current_leader(client, keys)
-    old_id = before[0]["instance_id"] if before else None
+    old_id = before[0].instance_id if before else None
     old_term = before[1].create_revision if before else 0
     lock_prefix = (keys.lock + "/").encode()
     stamp_key = keys.stamp.encode()
