@@ -18,6 +18,7 @@ from typing import Any
 
 from worker.cli import EXIT_FAILED, EXIT_OK, command
 from worker.commands.common import fail, run_with_client
+from worker.etcd.client import EtcdClient
 from worker.config import Config, add_arguments
 from worker.identity import Identity
 from worker.keys import Keys
@@ -58,7 +59,7 @@ def _print(result: PassResult, args: argparse.Namespace) -> None:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    def body(cfg: Config, client: Any, keys: Keys) -> int:
+    def body(cfg: Config, client: EtcdClient, keys: Keys) -> int:
         if args.dry_run:
             _print(full_pass(client, keys, None, dry_run=True, page_size=args.page_size), args)
             return EXIT_OK
@@ -100,7 +101,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     return run_with_client(args, body)
 
 
-def _paused(client: Any, keys: Keys) -> bool:
+def _paused(client: EtcdClient, keys: Keys) -> bool:
     try:
         from worker.control import read_controls
     except ImportError:
