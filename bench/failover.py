@@ -4,7 +4,7 @@
     python bench/failover.py --release [--runs 20] [--ttl 10] [--hang-runs 3]
 
 Not a test: prints a table. Starts its own etcd (``EtcdCluster(1)``), loads a sample inventory,
-starts two real ``protection-worker run`` processes (``worker.ops.instances``) and measures, the
+starts two real ``protection-worker run`` processes (``worker.demo.instances``) and measures, the
 way an operator sees it (``worker.ops.measure.measure_failover``, all from the fault):
 
 1. graceful handover — SIGTERM to the leader daemon: ``handover_ms`` (the new leader's election
@@ -42,7 +42,7 @@ the figures without that.
 
 ``--release`` measures only the crash failover of the shipped unit, with and without its release
 (``ExecStopPost=protection-worker release``), side by side: two workers run by the systemd
-stand-in (``worker.ops.supervisor``) reading ``systemd/protection-worker.service`` (only the binary
+stand-in (``worker.demo.supervisor``) reading ``systemd/protection-worker.service`` (only the binary
 and config paths rewritten), SIGKILL to the leader, runs alternating with release and without (the
 unit minus its ``ExecStopPost=``: what etcd's TTL alone gives, as after a host power loss), then
 ``--hang-runs`` hangs: SIGSTOP to the leader, which the unit's watchdog (``WatchdogSec=``,
@@ -77,9 +77,9 @@ from poll_elector import PollElector, Timings  # noqa: E402
 
 from worker.etcd import EtcdClient, connect, kv  # noqa: E402
 from worker.etcd.watch import Watch  # noqa: E402
-from worker.ops.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
-from worker.ops.instances import SupervisedWorker, WorkerProcess  # noqa: E402
-from worker.ops.supervisor import ServiceSpec  # noqa: E402
+from worker.demo.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
+from worker.demo.instances import SupervisedWorker, WorkerProcess  # noqa: E402
+from worker.demo.supervisor import ServiceSpec  # noqa: E402
 from worker.ops.measure import Failover, current_leader, format_ms, measure_failover  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
 
