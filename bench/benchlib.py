@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 from worker.etcd import EtcdClient, kv  # noqa: E402
-from worker.ops.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
-from worker.ops.instances import SupervisedWorker, WorkerProcess  # noqa: E402
+from worker.demo.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
+from worker.demo.instances import SupervisedWorker, WorkerProcess  # noqa: E402
 from worker.ops.measure import Failover, current_leader, measure_failover  # noqa: E402
 from worker.ops import inventory  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
@@ -67,7 +67,7 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float 
 # -- inventory ---------------------------------------------------------------------------------
 def load_inventory(client: EtcdClient, keys: Keys, n: int) -> list[str]:
     """``n`` clusters (most allocated with a DR site and a replication status), loaded with the one
-    batched loader (``worker.ops.inventory.put_batched``); returns the ids whose DR input the
+    batched loader (``worker.demo.inventory.put_batched``); returns the ids whose DR input the
     incremental phase may flip (allocated, with a DR site)."""
     rnd = random.Random(1)
     items: list[tuple[str, str]] = []

@@ -2,7 +2,7 @@
 
 Not a test: prints one table. Starts its own etcd (``EtcdCluster(1)``), loads 100,000 clusters
 (``--clusters``) with the batched loader of ``bench/reconcile.py``, starts one real daemon
-(``python -m worker run``, ``worker.ops.instances.WorkerProcess``) with ``--interval`` 0.2 s so
+(``python -m worker run``, ``worker.demo.instances.WorkerProcess``) with ``--interval`` 0.2 s so
 that full passes run back to back, waits for its first full pass, then changes inputs OPEN LOOP:
 change k is sent at ``t0 + k / rate`` by the clock (20/s for 30 s by default), whatever the worker
 does, so a change that waits behind a full pass shows as latency (a closed loop, waiting for each
@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import benchlib  # noqa: E402
 from bench.reconcile import populate  # noqa: E402
 from worker.etcd import Watch, connect, kv  # noqa: E402
-from worker.ops.embedded_etcd import EtcdCluster  # noqa: E402
-from worker.ops.instances import WorkerProcess  # noqa: E402
+from worker.demo.embedded_etcd import EtcdCluster  # noqa: E402
+from worker.demo.instances import WorkerProcess  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
 
 NAMESPACE = "/protection-worker"

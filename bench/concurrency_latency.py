@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 from worker.concurrency import Election, Mutex, Session  # noqa: E402
 from worker.etcd import EtcdClient, connect, kv  # noqa: E402
-from worker.ops.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
+from worker.demo.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
 
 SETTLE = (0.05, 0.15)  # after the waiter's key appears, let its watch start (random: etcd's
 # 100 ms watcher sync loop must not phase-lock with the runs)

@@ -4,7 +4,7 @@
     python bench/failover.py --release [--runs 20] [--ttl 10] [--hang-runs 3]
 
 Not a test: prints a table. Starts its own etcd (``EtcdCluster(1)``), loads a sample inventory,
-starts two real ``protection-worker run`` processes (``worker.ops.instances``) and measures, the
+starts two real ``protection-worker run`` processes (``worker.demo.instances``) and measures, the
 way an operator sees it (``worker.ops.measure.measure_failover``, all from the fault):
 
 1. graceful handover — SIGTERM to the leader daemon: ``handover_ms`` (the new leader's election
@@ -70,8 +70,8 @@ from poll_elector import PollElector, Timings  # noqa: E402
 
 from worker.etcd import EtcdClient, connect, kv  # noqa: E402
 from worker.etcd.watch import Watch  # noqa: E402
-from worker.ops.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
-from worker.ops.instances import WorkerProcess  # noqa: E402
+from worker.demo.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
+from worker.demo.instances import WorkerProcess  # noqa: E402
 from worker.ops.measure import Failover  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
 from benchlib import (ELECT_NAME, HEAD, NAMESPACE, POLL_KEY, SETTLE, Ctl, Daemons, GoWatch,  # noqa: E402

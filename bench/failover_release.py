@@ -12,7 +12,7 @@ the unit's ``WatchdogSec=6s`` is set against)?
    it can run here): two instances of ``systemd/protection-worker@.service``, unchanged but for the
    operator's drop-in; SIGKILL/SIGSTOP to the leader's main process; systemd's own log for the
    watchdog and the release;
-2. the stand-in (``worker.ops.supervisor``, for the demo only) reading ``systemd/protection-worker.service``,
+2. the stand-in (``worker.demo.supervisor``, for the demo only) reading ``systemd/protection-worker.service``,
    with runs without the release beside it (what etcd's TTL alone gives, as after a host power loss).
 
 Both are timed the same way (``worker.ops.measure.measure_failover``: from the fault until the new
@@ -38,14 +38,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import HEAD, NAMESPACE, UNIT, Daemons, clean_up, load_inventory, log, row, verdict  # noqa: E402
 
 from worker.etcd import EtcdClient, connect  # noqa: E402
-from worker.ops.embedded_etcd import EtcdCluster, binary_version  # noqa: E402
+from worker.demo.embedded_etcd import EtcdCluster, binary_version  # noqa: E402
 from worker.ops.measure import Failover, current_leader, format_ms, measure_failover  # noqa: E402
-from worker.ops.supervisor import ServiceSpec  # noqa: E402
+from worker.demo.supervisor import ServiceSpec  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
 
 
 def standin(args: argparse.Namespace) -> dict[str, Any]:
-    """The shipped unit under the stand-in (``worker.ops.supervisor``): crash runs alternating with
+    """The shipped unit under the stand-in (``worker.demo.supervisor``): crash runs alternating with
     and without the release, then hangs; prints its table and returns its figures."""
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="pw-bench-release-"))
@@ -87,7 +87,7 @@ def standin(args: argparse.Namespace) -> dict[str, Any]:
             return [getattr(f, what) / 1000 for f, _ in runs if getattr(f, what) is not None]
         return [s[what] for _, s in runs if s.get(what) is not None]
 
-    print(f"\n=== STAND-IN (worker.ops.supervisor, for the demo): {UNIT.name}, 2 worker processes, "
+    print(f"\n=== STAND-IN (worker.demo.supervisor, for the demo): {UNIT.name}, 2 worker processes, "
           f"{args.clusters} clusters, election TTL {args.ttl} s, {args.runs} crash runs with the release, "
           f"{args.ttl_only_runs} without, {os.cpu_count()} CPUs")
     print(f"host load average (1/5/15 min) at start {'/'.join(f'{x:.1f}' for x in load_before)}, at end "
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     stand = standin(args) if args.only != "systemd" else None
     print("\n=== SIDE BY SIDE (same run, same etcd release; ms from the fault)")
     print(f"  {'':<34}{'crash median':>14}{'crash max':>12}{'crash n':>9}{'hang median':>13}{'hang max':>10}")
-    for label, fig in (("real systemd (systemd 252)", real), ("stand-in (worker.ops.supervisor)", stand)):
+    for label, fig in (("real systemd (systemd 252)", real), ("stand-in (worker.demo.supervisor)", stand)):
         if not fig:
             print(f"  {label:<34}{'not measured':>14}")
             continue

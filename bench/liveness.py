@@ -27,7 +27,7 @@ from tests.daemon.test_liveness import WATCHDOG_SEC, Pings  # noqa: E402
 from worker.control import set_paused  # noqa: E402
 from worker.daemon.events import Wedge  # noqa: E402
 from worker.etcd import connect  # noqa: E402
-from worker.ops.embedded_etcd import EtcdCluster  # noqa: E402
+from worker.demo.embedded_etcd import EtcdCluster  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
 
 

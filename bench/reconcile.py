@@ -2,7 +2,7 @@
 
 Not a test: prints one table. Starts its own etcd (``EtcdCluster(1)``, 8 GiB quota), and for each
 size (10,000 / 100,000 clusters by default; ``--sizes``) loads the inputs into its own namespace
-with the batched loader (``worker.ops.inventory.put_batched``), then measures, in this order:
+with the batched loader (``worker.demo.inventory.put_batched``), then measures, in this order:
 
 * ``first``       the first pass of a term: every record created (fenced like the daemon's: election,
                   Mutex, pause key, audit stamp; a fresh memo, as a new term starts cold);
@@ -39,8 +39,8 @@ from typing import Any, Callable
 
 from worker.concurrency import Election, Mutex, Session
 from worker.etcd import connect, kv
-from worker.ops.embedded_etcd import EtcdCluster
-from worker.ops import inventory
+from worker.demo.embedded_etcd import EtcdCluster
+from worker.demo import inventory
 from worker.protection.keys import Keys
 from worker.protection.reconcile import InvalidLog, full_pass
 from worker.protection.records import format_time

@@ -44,9 +44,9 @@ from worker.etcd import connect, kv  # noqa: E402
 from worker.etcd.errors import EtcdError  # noqa: E402
 from worker.etcd.watch import Watch  # noqa: E402
 from worker.ops.audit import audit  # noqa: E402
-from worker.ops.embedded_etcd import EtcdCluster  # noqa: E402
-from worker.ops.inventory import put_batched  # noqa: E402
-from worker.ops.instances import WorkerProcess, stop_group  # noqa: E402
+from worker.demo.embedded_etcd import EtcdCluster  # noqa: E402
+from worker.demo.inventory import put_batched  # noqa: E402
+from worker.demo.instances import WorkerProcess, stop_group  # noqa: E402
 from worker.ops.measure import current_leader, measure_failover  # noqa: E402
 from worker.protection.keys import Keys  # noqa: E402
 from worker.protection.reconcile import full_pass  # noqa: E402

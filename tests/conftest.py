@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from worker.etcd import EtcdClient, connect
-from worker.ops.embedded_etcd import EtcdCluster
+from worker.demo.embedded_etcd import EtcdCluster
 
 os.environ.setdefault("PROTECTION_WORKER_TEST", "1")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 # gRPC's C core logs every failed TLS handshake to stderr at INFO ("I1125 ... Handshake failed"),
 # several per second while dialling: a TLS mistake would bury the one line that explains it, and
@@ -76,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:   # named by the sub-command they were given to, whose --help lists what it takes
-        sub = parser._subparsers._group_actions[0].choices.get(args.command) if args.command else None
+        subparsers = parser._subparsers
+        choices: Any = subparsers._group_actions[0].choices if subparsers is not None else None
+        sub = choices.get(args.command) if args.command and choices else None
         (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)

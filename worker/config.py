@@ -16,9 +16,9 @@ import socket
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from worker.errors import ConfigError
+from worker.etcd.endpoints import parse_etcd_settings
 
 PASSWORD_ENV = "PROTECTION_WORKER_ETCD_PASSWORD"
 CONFIG_ENV = "PROTECTION_WORKER_CONFIG"
@@ -103,11 +103,11 @@ def _section(name: str, raw: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, types):
             want = " or ".join(t.__name__ for t in types)
             raise ConfigError(f"{name}.{key}: expected {want}, got {type(value).__name__} {value!r}")
-        if key == "endpoints" and not all(isinstance(e, str) for e in value):
+        if key == "endpoints" and not all(isinstance(e, str) for e in value):  # type: ignore[attr-defined]
             raise ConfigError("etcd.endpoints: expected a list of strings")
         if isinstance(value, float) and not math.isfinite(value):  # TOML allows inf and nan
             raise ConfigError(f"{name}.{key}: must be a finite number, got {value!r}")
-        values[key] = float(value) if types == (int, float) else value
+        values[key] = float(value) if types == (int, float) else value  # type: ignore[arg-type]
     return cls(**values)
 
 
@@ -160,37 +160,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"log.format: one of {', '.join(LOG_FORMATS)}, got {cfg.log.format!r}")
     if cfg.http.listen:
         parse_listen(cfg.http.listen)
-    for name in ("ca_cert", "cert", "key", "password_file"):
-        path = getattr(e, name)
-        if path is not None and not os.access(path, os.R_OK):
-            raise ConfigError(f"etcd.{name}: cannot read {path!r}")
+    if e.password_file is not None and not os.access(e.password_file, os.R_OK):
+        raise ConfigError(f"etcd.password_file: cannot read {e.password_file!r}")
     if e.password_file and not e.username:
         raise ConfigError("etcd.password_file: set etcd.username too")
-    if (e.cert is None) != (e.key is None):
-        raise ConfigError("etcd.cert, etcd.key: a client certificate needs its key, and a key its certificate")
-    if (e.cert or e.key) and not e.ca_cert:
-        raise ConfigError("etcd.cert: a client certificate without etcd.ca_cert is refused")
-    schemes = {_endpoint_scheme(u) for u in e.endpoints}
-    if len(schemes) > 1:
-        raise ConfigError("etcd.endpoints: mixing http:// and https:// endpoints is not allowed")
-    if schemes == {"http"} and (e.ca_cert or e.cert or e.key):
-        raise ConfigError("etcd.ca_cert: TLS files are set but the endpoints are http://: use https:// endpoints")
-    if e.username and schemes != {"https"}:
-        raise ConfigError("etcd.username: etcd auth needs TLS: a password is never sent over http:// endpoints")
+    # the same parser connect() uses: endpoints, TLS and auth rules are written once
+    parse_etcd_settings(e.endpoints, ca_cert=e.ca_cert, cert=e.cert, key=e.key, username=e.username,
+                        password_known=False, dial_timeout=e.dial_timeout, request_timeout=e.request_timeout)
     return replace(cfg, etcd=replace(e, namespace=ns))
-
-
-def _endpoint_scheme(url: str) -> str:
-    """``http`` or ``https`` for an endpoint URL (bare ``host:port`` is plaintext), else ConfigError."""
-    raw = url.strip()
-    parts = urlsplit(raw if "://" in raw else "http://" + raw)
-    try:
-        parts.port
-    except ValueError:
-        raise ConfigError(f"etcd.endpoints: {url!r}: bad port") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"etcd.endpoints: {url!r}: expected http://HOST:PORT or https://HOST:PORT")
-    return parts.scheme
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -207,7 +184,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, logs: bool = True, session
     ``session`` (it campaigns): ``--ttl``/``--instance-id``; ``daemon`` (``run`` only):
     ``--interval``/``--listen``. A flag a command ignores is not offered (argparse refuses it)."""
     g = parser.add_argument_group("configuration (each flag overrides its key in the file)")
-    g.add_argument("--config", metavar="FILE", help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)")
+    g.add_argument("--config", metavar="FILE",
+                   help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)")
     g.add_argument("--endpoints", metavar="URLS", help="etcd.endpoints, comma-separated")
     g.add_argument("--namespace", metavar="NS", help="etcd.namespace")
     if session:

@@ -19,11 +19,8 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
-
-from worker.etcd import kv
 from worker.etcd.client import EtcdClient
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,8 @@ class Switchover:
 
     @property
     def active(self) -> bool:
-        """While the key exists: etcd's lease, not this host's clock, ends the request."""
+        """COMPAT (issue 18): always True (while the key exists, the request stands: etcd's lease,
+        not this host's clock, ends it); dead, kept only for worker/daemon/leader.py (MIGRATION.md)."""
         return True
 
 
@@ -45,45 +43,33 @@ class Controls:
     revision: int = 0
 
 
-def paused_key(keys: Keys) -> str:
-    return keys.control + "paused"
-
-
-def switchover_key(keys: Keys) -> str:
-    return keys.control + "switchover"
-
-
 def read_controls(client: EtcdClient, keys: Keys) -> Controls:
-    resp = client.range(kv.range_request(keys.control, prefix=True, limit=100))
-    found = {item.key.decode(): item.value for item in resp.kvs}
+    resp = client.range(keys.control, prefix=True, limit=100)
+    found = {item.key.decode("utf-8", "replace"): item.value for item in resp.kvs}
     switchover = None
-    raw = found.get(switchover_key(keys))
+    raw = found.get(keys.switchover)
     if raw is not None:
         try:
             data = json.loads(raw)
             switchover = Switchover(data.get("to"), int(data["from_term"]), float(data["until"]))
         except (ValueError, KeyError, TypeError):
             switchover = None  # not ours to interpret: ignored (status shows the raw key)
-    return Controls(paused=paused_key(keys) in found, switchover=switchover, revision=resp.header.revision)
+    return Controls(paused=keys.paused in found, switchover=switchover, revision=resp.revision)
 
 
 def set_paused(client: EtcdClient, keys: Keys, paused: bool, by: str) -> None:
     if paused:
-        client.put(paused_key(keys), json.dumps({"by": by, "at": time.time()}))
+        client.put(keys.paused, json.dumps({"by": by, "at": time.time()}))
     else:
-        client.delete(paused_key(keys))
+        client.delete(keys.paused)
 
 
 def request_switchover(client: EtcdClient, keys: Keys, *, to: str | None, from_term: int,
                        expires_in: float) -> None:
-    lease = client.lease_grant(max(1, math.ceil(expires_in))).ID
-    client.put(switchover_key(keys), json.dumps({"to": to, "from_term": from_term,
+    lease = client.lease_grant(max(1, math.ceil(expires_in))).id
+    client.put(keys.switchover, json.dumps({"to": to, "from_term": from_term,
                                                  "until": time.time() + expires_in}), lease=lease)
 
 
 def clear_switchover(client: EtcdClient, keys: Keys) -> None:
-    client.delete(switchover_key(keys))
-
-
-def parse(value: Any) -> Any:
-    return json.loads(value) if value else None
+    client.delete(keys.switchover)

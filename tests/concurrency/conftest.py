@@ -17,7 +17,7 @@ import pytest
 
 from worker.concurrency import Session
 from worker.etcd import Watch, kv
-from worker.ops.embedded_etcd import find_binary
+from worker.demo.embedded_etcd import find_binary
 
 HERE = Path(__file__).parent
 

@@ -29,7 +29,6 @@ def test_election_wait(make_client, prefix):
     leaders, followers = 3, 3
     name = prefix + "/test-election"
     elected: queue.Queue = queue.Queue()
-    nexts = [threading.Event() for _ in range(followers)]
     rounds = [threading.Barrier(followers + 1) for _ in range(leaders)]
     errors: list = []
 
@@ -175,8 +174,8 @@ def test_election_observe_compacted(private_etcd):
                 e.proclaim("ghi")
                 assert obs.get(5).value == b"ghi"
             # and a wait for a delete whose history is compacted returns, so the caller re-reads
-            from worker.concurrency.key import Stop, wait_delete
-            wait_delete(c, leader_key.encode(), 1, Stop(timeout=2))
+            from worker.concurrency.wait import WaitBound, wait_delete
+            wait_delete(c, leader_key.encode(), 1, WaitBound(timeout=2))
     finally:
         c.close()
 

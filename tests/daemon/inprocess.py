@@ -20,7 +20,7 @@ from worker.config import Config, ElectionConfig, EtcdConfig, HttpConfig, LogCon
 from worker.daemon.notify import Notifier
 from worker.daemon.runner import Daemon
 from worker.etcd import PutEvent, Watch, kv
-from worker.ops import inventory
+from worker.demo import inventory
 from worker.protection.keys import Keys
 
 

@@ -92,6 +92,7 @@ def test_the_daemons_probe_and_the_fake_both_implement_the_protocol() -> None:
 
 def test_metrics_is_prometheus_text(server: HealthServer, metrics: Metrics) -> None:
     metrics.set_leader(True, 11)
+    metrics.follow_leading(lambda: True)
     status, headers, body = request(server, "/metrics")
     assert status == 200
     assert headers["content-type"] == CONTENT_TYPE_LATEST

@@ -18,8 +18,8 @@ from worker.concurrency import Mutex, Session
 from worker.control import set_paused
 from worker.daemon.events import InputsChanged, Wedge
 from worker.etcd import kv
-from worker.ops.faultproxy import FaultProxy
-from worker.ops.inventory import put_batched
+from tests.harness.faultproxy import FaultProxy
+from worker.demo.inventory import put_batched
 from worker.protection.keys import Keys
 from worker.protection.reconcile import MAX_CHANGE_LINES
 from worker.protection.records import STATES

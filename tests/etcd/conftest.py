@@ -17,7 +17,7 @@ import trustme
 
 from worker.etcd import EtcdTimeoutError, EtcdUnavailableError
 from worker.etcd import kv
-from worker.ops.embedded_etcd import EtcdCluster, TLSFiles
+from worker.demo.embedded_etcd import EtcdCluster, TLSFiles
 
 
 @dataclass(frozen=True)

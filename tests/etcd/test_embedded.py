@@ -5,7 +5,7 @@ reach the intruder, and faults would then hit the wrong process)."""
 from __future__ import annotations
 
 from worker.etcd import connect
-from worker.ops.embedded_etcd import EtcdCluster
+from worker.demo.embedded_etcd import EtcdCluster
 
 
 def test_member_whose_client_port_was_taken_moves_to_a_free_one(private_etcd):

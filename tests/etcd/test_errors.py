@@ -87,5 +87,6 @@ def test_max_create_revision_filters_by_create_revision(client, prefix):
     got = client.range(kv.range_request(f"{prefix}/", prefix=True, min_create_revision=new))
     assert [k.key for k in got.kvs] == [f"{prefix}/new".encode()]
     # and pyetcd's own request builder really is wrong (if it gets fixed, this test says so)
-    wrong = client._build_get_range_request(f"{prefix}/", max_create_revision=old)
+    from pyetcd import MultiEndpointEtcd3Client
+    wrong = MultiEndpointEtcd3Client._build_get_range_request(None, f"{prefix}/", max_create_revision=old)
     assert wrong.max_create_revision == 0 and wrong.min_mod_revision == old

@@ -9,7 +9,7 @@ import pytest
 
 from worker.etcd import EtcdTimeoutError, EtcdUnavailableError, connect
 from worker.etcd.errors import EtcdError
-from worker.ops.embedded_etcd import EtcdCluster, find_binary
+from worker.demo.embedded_etcd import EtcdCluster, find_binary
 
 from .conftest import wait_until
 

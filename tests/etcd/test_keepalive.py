@@ -8,7 +8,7 @@ import time
 import pytest
 
 from worker.etcd import LeaseKeeper, connect
-from worker.ops.embedded_etcd import EtcdCluster
+from worker.demo.embedded_etcd import EtcdCluster
 
 from .conftest import wait_until
 

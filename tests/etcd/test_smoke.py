@@ -12,7 +12,7 @@ def test_put_get_delete_round_trip(client, prefix):
     value, meta = client.get(f"{prefix}/a")
     assert value == b"1"
     assert meta.create_revision > 0
-    assert client.delete(f"{prefix}/a") is True
+    assert client.delete(f"{prefix}/a").deleted == 1
     assert client.get(f"{prefix}/a") == (None, None)
 
 
@@ -42,7 +42,7 @@ def test_watch_delivers_events_after_start(client, prefix):
 
 
 def test_dead_endpoint_fails_fast_with_our_error():
-    from worker.ops.embedded_etcd import free_port
+    from worker.demo.embedded_etcd import free_port
     with pytest.raises(EtcdUnavailableError, match="cannot reach etcd"):
         connect([f"http://127.0.0.1:{free_port()}"], dial_timeout=0.5)
 

@@ -9,7 +9,7 @@ import trustme
 
 from worker.errors import ConfigError
 from worker.etcd import EtcdTLSError, EtcdUnavailableError, connect
-from worker.ops.embedded_etcd import EtcdCluster, TLSFiles
+from worker.demo.embedded_etcd import EtcdCluster, TLSFiles
 
 
 def test_server_auth_tls_with_ca_cert(tls_etcd, certs):

@@ -8,7 +8,7 @@ from structlog.testing import capture_logs
 
 from worker.etcd import connect
 from worker.etcd.version import known_bad
-from worker.ops.embedded_etcd import binary_version
+from worker.demo.embedded_etcd import binary_version
 
 
 def expected_events(version: str) -> list[tuple[str, str, str]]:
@@ -66,7 +66,7 @@ def test_the_etcd_binary_is_a_setting(tmp_path, monkeypatch):
     them is an error, never a silent fallback to another release."""
     import os
     import pytest
-    from worker.ops.embedded_etcd import BIN_DIR_VARIABLE, EmbeddedEtcdError, find_binary
+    from worker.demo.embedded_etcd import BIN_DIR_VARIABLE, EmbeddedEtcdError, find_binary
     real = find_binary("etcd")
     link = tmp_path / "etcd"
     os.symlink(real, link)

@@ -15,8 +15,8 @@ from tests.system.helpers import await_records, leader_of, records
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError
 from worker.ops.audit import audit
-from worker.ops.embedded_etcd import EtcdMember
-from worker.ops.instances import WorkerProcess
+from worker.demo.embedded_etcd import EtcdMember
+from worker.demo.instances import WorkerProcess
 from worker.protection.keys import Keys
 from worker.protection.reconcile import full_pass
 
@@ -147,7 +147,7 @@ def assert_clean(client: EtcdClient, keys: Keys, from_revision: int, *, min_chec
 def await_new_term(client: EtcdClient, keys: Keys, old_term: int, timeout: float) -> tuple[str, int]:
     """Wait (election observer) for a leader whose term is not ``old_term``."""
     from worker.concurrency.observe import Observer
-    from worker.daemon.identity import parse_identity
+    from worker.identity import Identity
 
     deadline = time.monotonic() + timeout
     with Observer(client, keys.election + "/") as observer:
@@ -158,7 +158,7 @@ def await_new_term(client: EtcdClient, keys: Keys, old_term: int, timeout: float
                                      f"{leader_of(client, keys)}")
             leader = observer.get(timeout=left)
             if leader is not None and leader.create_revision != old_term:
-                return parse_identity(leader.value)["instance_id"], leader.create_revision
+                return Identity.parse(leader.value).instance_id, leader.create_revision
 
 
 def one_leader(workers: list[WorkerProcess], client: EtcdClient, keys: Keys, timeout: float = 10.0) -> str:

@@ -31,8 +31,8 @@ from tests.faults.helpers import (
     raft_leader,
 )
 from worker.etcd.client import EtcdClient
-from worker.ops.embedded_etcd import EtcdCluster
-from worker.ops.instances import WorkerProcess
+from worker.demo.embedded_etcd import EtcdCluster
+from worker.demo.instances import WorkerProcess
 from worker.protection.keys import Keys
 
 pytestmark = pytest.mark.faults

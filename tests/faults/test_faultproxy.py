@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from worker.ops.faultproxy import FaultProxy
+from tests.harness.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.faults
 

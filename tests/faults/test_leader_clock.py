@@ -15,7 +15,7 @@ import pytest
 from tests.daemon.inprocess import config, start, wait_for
 from tests.daemon.test_liveness import Pings
 from worker.daemon.events import Wedge
-from worker.ops.faultproxy import FaultProxy
+from tests.harness.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 """A network partition between the leader and etcd, made with a real TCP proxy on loopback.
 
-The leader daemon reaches etcd only through ``worker.ops.faultproxy.FaultProxy``; the followers
+The leader daemon reaches etcd only through ``tests.harness.faultproxy.FaultProxy``; the followers
 connect directly. Cutting the proxy partitions the leader alone: it must stop leading before its
 lease can have expired on the server (so before anyone else can lead), a follower takes over after
 the TTL, and when the link heals the old leader rejoins as a follower. Bytes it sent into the black
@@ -16,7 +16,7 @@ import pytest
 
 from tests.faults.helpers import TTL, Inputs, assert_clean, await_log, leader_of, log_events, one_leader, plans_nothing
 from tests.system.helpers import await_leader
-from worker.ops.faultproxy import FaultProxy
+from tests.harness.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.faults
 

@@ -24,9 +24,9 @@ from pyetcd.etcdrpc import auth_pb2
 
 from tests.etcd.conftest import Certs, certs  # noqa: F401 - the trustme CA and certificates (a fixture)
 from worker.etcd import EtcdClient, connect, kv
-from worker.ops.embedded_etcd import EtcdCluster
+from worker.demo.embedded_etcd import EtcdCluster
 from worker.ops.etcd_role import RolePlan, apply as apply_role
-from worker.ops.instances import WorkerProcess
+from worker.demo.instances import WorkerProcess
 
 #: the worker's password in every test: distinctive, so that "it leaked" is one grep
 PASSWORD = "Zq7-leakcanary-pw-4c9e1b"

@@ -12,7 +12,7 @@ from pyetcd import etcdrpc
 from pyetcd.etcdrpc import auth_pb2
 
 from worker.etcd import PermissionDeniedError, kv
-from worker.ops.embedded_etcd import find_binary
+from worker.demo.embedded_etcd import find_binary
 from worker.protection.keys import Keys
 
 from .conftest import PASSWORD, ROOT_PASSWORD, auth_call, cli, credentials, write_config

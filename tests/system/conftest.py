@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from worker.ops.instances import WorkerProcess, start_group, stop_group, wait_ready
+from worker.demo.instances import WorkerProcess, start_group, stop_group, wait_ready
 from worker.protection.keys import Keys
 
 

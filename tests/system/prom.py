@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.ops.embedded_etcd import free_port
+from worker.demo.embedded_etcd import free_port
 
 PROMETHEUS = shutil.which("prometheus")
 REQUIRED_BY_CI = os.environ.get("PROTECTION_WORKER_REQUIRE_PROMTOOL") == "1"

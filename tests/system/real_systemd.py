@@ -338,7 +338,7 @@ class SystemdWorkers:
         return f"pw-{name.removesuffix('.service').removeprefix('pw-')}"
 
     def configure(self, name: str, config_name: str | None = None) -> None:
-        from worker.ops.embedded_etcd import free_port
+        from worker.demo.embedded_etcd import free_port
         self.ports[name] = free_port()
         eps = ", ".join(json.dumps(e) for e in self.endpoints)
         path = self.systemd.etc(f"protection-worker/{config_name or name}.toml")

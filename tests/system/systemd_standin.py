@@ -1,7 +1,7 @@
 """A stand-in for systemd that runs the shipped unit file, for tests that need systemd's part.
 
 ``start_units`` starts instances the way ``systemctl start protection-worker`` would on each of
-``count`` hosts: ``worker.ops.supervisor`` reads ``systemd/protection-worker.service`` as it is
+``count`` hosts: ``worker.demo.supervisor`` reads ``systemd/protection-worker.service`` as it is
 (``Environment=``, ``RuntimeDirectory=``, ``ExecStart=``, ``WatchdogSec=``/``WatchdogSignal=``/
 ``TimeoutAbortSec=``, ``ExecStopPost=``, ``Restart=``/``RestartSec=``); the only rewrite is the
 binary path (to this venv's console script) and the config path (to each instance's test config).
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import Config
-from worker.ops.instances import SupervisedWorker, start_group, wait_ready
+from worker.demo.instances import SupervisedWorker, start_group, wait_ready
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "protection-worker.service"
 TTL = Config().election.ttl

@@ -9,7 +9,7 @@ import time
 
 from tests.system.conftest import put_inventory
 from tests.system.helpers import await_records, leader_of, states
-from worker.ops.instances import WorkerProcess
+from worker.demo.instances import WorkerProcess
 
 
 def _receive_until(sock: socket.socket, predicate, timeout: float) -> list[str]:

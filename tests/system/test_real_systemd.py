@@ -21,7 +21,7 @@ import pytest
 from tests.system.helpers import await_leader
 from tests.system.real_systemd import RealSystemd, SystemdWorkers, service_venv, unavailable
 from worker.etcd import connect, kv
-from worker.ops.embedded_etcd import EtcdCluster
+from worker.demo.embedded_etcd import EtcdCluster
 from worker.protection.keys import Keys
 
 WHY = unavailable()
@@ -246,7 +246,7 @@ def test_load_credential_for_an_auth_enabled_etcd_and_release_as_the_dynamic_use
     import trustme
 
     from tests.security.conftest import AUTH_ARGS, PASSWORD, ROOT_PASSWORD, enable_auth, least_privilege_user
-    from worker.ops.embedded_etcd import TLSFiles
+    from worker.demo.embedded_etcd import TLSFiles
 
     base = tmp_path_factory.mktemp("sd-tls")
     ca = trustme.CA()

@@ -26,9 +26,9 @@ from tests.system.systemd_standin import TTL, UNIT, start_units
 from worker.daemon import lease_file
 from worker.etcd import kv
 from worker.ops.audit import audit
-from worker.ops.embedded_etcd import free_port
-from worker.ops.instances import SupervisedWorker, stop_group
-from worker.ops.supervisor import ServiceSpec, parse_seconds, read_unit
+from worker.demo.embedded_etcd import free_port
+from worker.demo.instances import SupervisedWorker, stop_group
+from worker.demo.supervisor import ServiceSpec, parse_seconds, read_unit
 
 KILLED = {"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "KILL"}
 #: a takeover this soon cannot be the TTL's: the dead lease was renewed at most TTL/3 before the kill

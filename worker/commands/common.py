@@ -16,7 +16,7 @@ from worker.cli import EXIT_FAILED, EXIT_USAGE, fail
 from worker.config import Config, connect, load
 from worker.errors import ConfigError, WorkerError
 from worker.etcd.errors import EtcdError
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 
 class UsageError(WorkerError):

@@ -16,7 +16,7 @@ def setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (etcd data, logs)")
 
     def handler(args: argparse.Namespace) -> int:
-        from worker.ops.demo import run_demo
+        from worker.demo.run import run_demo
         return run_demo(clusters=args.clusters, ttl=args.ttl, keep=args.keep)
 
     return handler

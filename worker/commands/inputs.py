@@ -13,9 +13,9 @@ from typing import Any
 from worker.cli import EXIT_FAILED, EXIT_OK, command
 from worker.commands.common import UsageError, fail, run_with_client
 from worker.config import Config, add_arguments
-from worker.etcd import kv
+from worker.etcd.client import EtcdClient
 from worker.protection.inputs import REPLICATIONS, InputError, check_id, cluster_value, dr_value, parse_cluster
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.reader import read_all
 from worker.protection.rules import stored_record
 
@@ -58,27 +58,27 @@ def _put(args: argparse.Namespace) -> int:
         except InputError as exc:
             raise UsageError(str(exc)) from None
 
-    def body(cfg: Config, client: Any, keys: Keys) -> int:
-        resp = client.txn(kv.txn_request([], [kv.op_put(keys.cluster(args.id), value_box[0])]))
-        print(f"{keys.cluster(args.id)} = {value_box[0]} (revision {resp.header.revision})")
+    def body(cfg: Config, client: EtcdClient, keys: Keys) -> int:
+        resp = client.put(keys.cluster(args.id), value_box[0])
+        print(f"{keys.cluster(args.id)} = {value_box[0]} (revision {resp.revision})")
         return EXIT_OK
 
     return run_with_client(args, body, check=check)
 
 
 def _rm(args: argparse.Namespace) -> int:
-    def body(cfg: Config, client: Any, keys: Keys) -> int:
-        resp = client.txn(kv.txn_request([], [kv.op_delete(keys.cluster(args.id))]))
-        if resp.responses[0].response_delete_range.deleted == 0:
+    def body(cfg: Config, client: EtcdClient, keys: Keys) -> int:
+        resp = client.delete(keys.cluster(args.id))
+        if resp.deleted == 0:
             return fail(f"{keys.cluster(args.id)} does not exist", EXIT_FAILED)
-        print(f"deleted {keys.cluster(args.id)} (revision {resp.header.revision})")
+        print(f"deleted {keys.cluster(args.id)} (revision {resp.revision})")
         return EXIT_OK
 
     return run_with_client(args, body, check=lambda: _check_id(args.id))
 
 
 def _ls(args: argparse.Namespace) -> int:
-    def body(cfg: Config, client: Any, keys: Keys) -> int:
+    def body(cfg: Config, client: EtcdClient, keys: Keys) -> int:
         snapshot = read_all(client, keys)
         rows = []
         for obs in snapshot:
@@ -125,21 +125,21 @@ def _dr_set(args: argparse.Namespace) -> int:
         if args.status not in REPLICATIONS:
             raise UsageError(f"invalid DR status {args.status!r}: one of {', '.join(REPLICATIONS)}")
 
-    def body(cfg: Config, client: Any, keys: Keys) -> int:
+    def body(cfg: Config, client: EtcdClient, keys: Keys) -> int:
         value = dr_value(args.status)
-        resp = client.txn(kv.txn_request([], [kv.op_put(keys.dr_key(args.id), value)]))
-        print(f"{keys.dr_key(args.id)} = {value} (revision {resp.header.revision})")
+        resp = client.put(keys.dr_key(args.id), value)
+        print(f"{keys.dr_key(args.id)} = {value} (revision {resp.revision})")
         return EXIT_OK
 
     return run_with_client(args, body, check=check)
 
 
 def _dr_rm(args: argparse.Namespace) -> int:
-    def body(cfg: Config, client: Any, keys: Keys) -> int:
-        resp = client.txn(kv.txn_request([], [kv.op_delete(keys.dr_key(args.id))]))
-        if resp.responses[0].response_delete_range.deleted == 0:
+    def body(cfg: Config, client: EtcdClient, keys: Keys) -> int:
+        resp = client.delete(keys.dr_key(args.id))
+        if resp.deleted == 0:
             return fail(f"{keys.dr_key(args.id)} does not exist", EXIT_FAILED)
-        print(f"deleted {keys.dr_key(args.id)} (revision {resp.header.revision})")
+        print(f"deleted {keys.dr_key(args.id)} (revision {resp.revision})")
         return EXIT_OK
 
     return run_with_client(args, body, check=lambda: _check_id(args.id))

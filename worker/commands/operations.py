@@ -12,9 +12,10 @@ from typing import Any, Callable
 
 from worker import config
 from worker.cli import EXIT_FAILED, EXIT_OK, command
+from worker.etcd.client import EtcdClient
 from worker.commands.common import UsageError, fail, run_with_client
 from worker.errors import WorkerError
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], human: Callable[[], None]) -> None:
@@ -39,7 +40,7 @@ def drill_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
     return handler
 
 
-def _drill(args: argparse.Namespace, client: Any, keys: Keys) -> int:
+def _drill(args: argparse.Namespace, client: EtcdClient, keys: Keys) -> int:
     from worker.ops.drill import run_drill
     from worker.ops.measure import format_ms
     say = (lambda m: print(m, file=sys.stderr)) if args.json else print
@@ -91,7 +92,7 @@ def audit_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace
     return handler
 
 
-def _audit(args: argparse.Namespace, client: Any, keys: Keys) -> int:
+def _audit(args: argparse.Namespace, client: EtcdClient, keys: Keys) -> int:
     from worker.ops.audit import AuditCompactedError, audit, oldest_auditable_revision
     try:
         since = args.since_rev if args.since_rev is not None else oldest_auditable_revision(client, keys)
@@ -116,7 +117,7 @@ def _by() -> str:
         return socket.gethostname()
 
 
-def _leader_text(client: Any, keys: Keys) -> str:
+def _leader_text(client: EtcdClient, keys: Keys) -> str:
     """Who leads now, for the pause/resume message (the pause binds any leader, present or next)."""
     from worker.concurrency import leader
     now = leader(client, keys.election)
@@ -133,7 +134,7 @@ def _pause_command(name: str, help_text: str, paused: bool, said: str) -> None:
         def handler(args: argparse.Namespace) -> int:
             from worker.control import set_paused
 
-            def body(_cfg: Any, client: Any, keys: Keys) -> int:
+            def body(_cfg: Any, client: EtcdClient, keys: Keys) -> int:
                 set_paused(client, keys, paused, _by())
                 print(f"{name}d: {_leader_text(client, keys)} {said}")
                 return EXIT_OK
@@ -160,7 +161,7 @@ def switchover_setup(parser: argparse.ArgumentParser) -> Callable[[argparse.Name
     return handler
 
 
-def _switchover(args: argparse.Namespace, client: Any, keys: Keys) -> int:
+def _switchover(args: argparse.Namespace, client: EtcdClient, keys: Keys) -> int:
     from worker.concurrency import leader
     from worker.control import clear_switchover, request_switchover
     from worker.daemon.candidate import find_candidate

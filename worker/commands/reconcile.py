@@ -18,8 +18,10 @@ from typing import Any
 
 from worker.cli import EXIT_FAILED, EXIT_OK, command
 from worker.commands.common import fail, run_with_client
+from worker.etcd.client import EtcdClient
 from worker.config import Config, add_arguments
-from worker.protection.keys import Keys
+from worker.identity import Identity
+from worker.keys import Keys
 from worker.protection.reader import DEFAULT_PAGE_SIZE
 from worker.protection.reconcile import PassResult, full_pass
 from worker.protection.writer import FenceLostError, PausedError, leader_fence
@@ -57,16 +59,12 @@ def _print(result: PassResult, args: argparse.Namespace) -> None:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    def body(cfg: Config, client: Any, keys: Keys) -> int:
+    def body(cfg: Config, client: EtcdClient, keys: Keys) -> int:
         if args.dry_run:
             _print(full_pass(client, keys, None, dry_run=True, page_size=args.page_size), args)
             return EXIT_OK
         from worker.concurrency import Election, Mutex, Session, WaitTimeoutError
-        try:
-            from worker.daemon.identity import identity
-            value = identity(cfg.instance_id)
-        except ImportError:
-            value = json.dumps({"instance_id": cfg.instance_id})
+        value = Identity.mine(cfg.instance_id).dump()
         session = Session(client, ttl=cfg.election.ttl)
         election = mutex = None
         try:
@@ -103,7 +101,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     return run_with_client(args, body)
 
 
-def _paused(client: Any, keys: Keys) -> bool:
+def _paused(client: EtcdClient, keys: Keys) -> bool:
     try:
         from worker.control import read_controls
     except ImportError:

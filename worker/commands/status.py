@@ -8,8 +8,9 @@ from typing import Any
 
 from worker.cli import EXIT_OK, command
 from worker.commands.common import run_with_client
+from worker.etcd.client import EtcdClient
 from worker.config import Config, add_arguments
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.status import format_status, read_status
 
 
@@ -21,7 +22,7 @@ def status_command(parser: argparse.ArgumentParser) -> Any:
 
 
 def _status(args: argparse.Namespace) -> int:
-    def body(cfg: Config, client: Any, keys: Keys) -> int:
+    def body(cfg: Config, client: EtcdClient, keys: Keys) -> int:
         status = read_status(client, keys)
         print(json.dumps(status) if args.json else format_status(status))
         return EXIT_OK

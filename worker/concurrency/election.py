@@ -15,7 +15,7 @@ candidate and an etcdctl candidate take turns in one election. Where we differ f
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from worker.concurrency.errors import (
     NoLeaderError,
@@ -23,9 +23,12 @@ from worker.concurrency.errors import (
     SessionExpiredError,
     WaitTimeoutError,
 )
-from worker.concurrency.key import Stop, wait_deletes
+from worker.concurrency.wait import WaitBound, wait_deletes
 from worker.etcd import kv
+from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError, LeaseNotFoundError
+from worker.etcd.txn import FIRST_CREATE, Cmp, Op
+from worker.etcd.types import KV, Header
 
 if TYPE_CHECKING:
     from worker.concurrency.observe import Observer
@@ -41,7 +44,7 @@ class Election:
         self._leader_key = ""
         self._leader_rev = 0
         self._leader_session: Session | None = None
-        self._header: Any = None
+        self._header: Header | None = None
 
     @classmethod
     def resume(cls, session: Session, prefix: str, key: str | bytes, rev: int) -> Election:
@@ -68,11 +71,11 @@ class Election:
         return self._leader_rev
 
     @property
-    def header(self) -> Any:
+    def header(self) -> Header | None:
         """The response header of the last election call that succeeded."""
         return self._header
 
-    def _client(self) -> Any:
+    def _client(self) -> EtcdClient:
         return self.session.client
 
     def campaign(self, value: str | bytes, timeout: float | None = None,
@@ -88,15 +91,13 @@ class Election:
         session = self.session
         key = f"{self.key_prefix}{session.lease:x}"
         try:
-            resp = self._client().txn(kv.txn_request(
-                [kv.cmp_create(key, "=", 0)],
-                [kv.op_put(key, value_b, lease=session.lease)],
-                [kv.op_get(key)]))
+            resp = self._client().txn().if_(Cmp.absent(key)).then(
+                Op.put(key, value_b, lease=session.lease)).else_(Op.get(key)).commit()
         except LeaseNotFoundError as err:  # Go returns the raw gRPC error; this is what it means
             raise SessionExpiredError("election: session is expired") from err
-        self._leader_key, self._leader_rev, self._leader_session = key, resp.header.revision, session
+        self._leader_key, self._leader_rev, self._leader_session = key, resp.revision, session
         if not resp.succeeded:
-            existing = kv.response_kvs(resp, 0)[0]
+            existing = resp.range(0).kvs[0]
             self._leader_rev = existing.create_revision
             if existing.value != value_b:
                 try:
@@ -106,7 +107,7 @@ class Election:
                     raise
         if on_queued is not None:
             on_queued()
-        stop = Stop(timeout, cancel, session, expired_message="election: session is expired")
+        stop = WaitBound(timeout, cancel, session, expired_message="election: session is expired")
         try:
             wait_deletes(self._client(), self.key_prefix, self._leader_rev - 1, stop)
         except (WaitTimeoutError, SessionExpiredError):
@@ -117,29 +118,27 @@ class Election:
         except BaseException:
             self._leader_session = None  # Go: keep the key (the session still holds it)
             raise
-        self._header = resp.header
+        self._header = Header(resp.revision)
 
     def proclaim(self, value: str | bytes) -> None:
         """Change the leader's value without a new election (``NotLeaderError`` if not leader)."""
         if self._leader_session is None:
             raise NotLeaderError()
-        resp = self._client().txn(kv.txn_request(
-            [kv.cmp_create(self._leader_key, "=", self._leader_rev)],
-            [kv.op_put(self._leader_key, value, lease=self._leader_session.lease)]))
+        resp = self._client().txn().if_(Cmp.create(self._leader_key, "=", self._leader_rev)).then(
+            Op.put(self._leader_key, value, lease=self._leader_session.lease)).commit()
         if not resp.succeeded:
             self._leader_key = ""
             raise NotLeaderError()
-        self._header = resp.header
+        self._header = Header(resp.revision)
 
     def resign(self) -> None:
         """Give up leadership (or a queued candidacy); a no-op when not campaigning."""
         if self._leader_session is None:
             return
         try:
-            resp = self._client().txn(kv.txn_request(
-                [kv.cmp_create(self._leader_key, "=", self._leader_rev)],
-                [kv.op_delete(self._leader_key)]))
-            self._header = resp.header
+            resp = self._client().txn().if_(Cmp.create(self._leader_key, "=", self._leader_rev)).then(
+                Op.delete(self._leader_key)).commit()
+            self._header = Header(resp.revision)
         finally:
             self._leader_key = ""
             self._leader_session = None
@@ -150,9 +149,9 @@ class Election:
         except EtcdError:
             pass  # the lease will remove the key; the caller's error is the one to report
 
-    def leader(self) -> Any:
-        """The current leader's ``KeyValue`` (``NoLeaderError`` when nobody campaigns)."""
-        resp = self._client().range(kv.first_create(self.key_prefix))
+    def leader(self) -> KV:
+        """The current leader's ``KV`` (``NoLeaderError`` when nobody campaigns)."""
+        resp = self._client().range(self.key_prefix, **FIRST_CREATE)
         if not resp.kvs:
             raise NoLeaderError()
         return resp.kvs[0]

@@ -8,11 +8,13 @@ daemon, ``status``, the drill, the audit and the switchover all ask here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
-from worker.etcd import kv
+from worker.etcd.client import EtcdClient
+from worker.etcd.kv import prefix_end, to_bytes
+from worker.etcd.txn import FIRST_CREATE
+from worker.etcd.types import KV
+from worker.identity import Identity
 
 #: keys read per request; a line is short, paging only bounds a pathological one
 PAGE = 1000
@@ -28,37 +30,34 @@ class Candidate:
     value: bytes
 
     @property
+    def identity(self) -> Identity:
+        """Who proclaimed this key (``worker.identity``: total, never raises)."""
+        return Identity.parse(self.value)
+
+    @property
     def instance_id(self) -> str | None:
-        """The proclaimed ``instance_id`` (JSON values), or the raw value (``etcdctl elect``)."""
-        text = self.value.decode("utf-8", "replace")
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return text or None
-        if isinstance(data, dict):
-            got = data.get("instance_id")
-            return str(got) if got is not None else None
-        return text or None
+        """The proclaimed ``instance_id`` (our JSON values), or the raw value (``etcdctl elect``)."""
+        return self.identity.instance_id
 
     @property
     def term(self) -> int:
         return self.create_revision
 
 
-def _of(item: Any) -> Candidate:
+def _of(item: KV) -> Candidate:
     return Candidate(item.key.decode("utf-8", "replace"), int(item.create_revision), int(item.lease),
                      bytes(item.value))
 
 
-def candidates(client: Any, prefix: str, *, revision: int = 0) -> tuple[int, list[Candidate]]:
+def candidates(client: EtcdClient, prefix: str, *, revision: int = 0) -> tuple[int, list[Candidate]]:
     """candidates returns ``(revision, line)``: every key under ``prefix + "/"`` at one revision
     (0: now), leader first, then in create-revision order."""
-    start = kv.to_bytes(prefix.rstrip("/") + "/")
-    end = kv.prefix_end(start)
+    start = to_bytes(prefix.rstrip("/") + "/")
+    end = prefix_end(start)
     found: list[Candidate] = []
     while True:
-        resp = client.range(kv.range_request(start, range_end=end, limit=PAGE, revision=revision))
-        revision = revision or int(resp.header.revision)
+        resp = client.range(start, range_end=end, limit=PAGE, revision=revision)
+        revision = revision or resp.revision
         found.extend(_of(item) for item in resp.kvs)
         if not resp.more or not resp.kvs:
             break
@@ -67,7 +66,7 @@ def candidates(client: Any, prefix: str, *, revision: int = 0) -> tuple[int, lis
     return revision, found
 
 
-def leader(client: Any, prefix: str, *, revision: int = 0) -> Candidate | None:
+def leader(client: EtcdClient, prefix: str, *, revision: int = 0) -> Candidate | None:
     """leader returns the candidate with the lowest create revision under ``prefix + "/"`` (None: nobody)."""
-    resp = client.range(kv.first_create(prefix.rstrip("/") + "/", revision=revision))
+    resp = client.range(prefix.rstrip("/") + "/", revision=revision, **FIRST_CREATE)
     return _of(resp.kvs[0]) if resp.kvs else None

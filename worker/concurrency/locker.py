@@ -46,8 +46,7 @@ class Locker:
 
     def locked(self) -> bool:
         """locked: whether this locker holds the lock now (as far as it knows)."""
-        key = self.mutex.key
-        return bool(key) and key != "\x00"
+        return self.mutex.held
 
     def __enter__(self) -> Locker:
         self.acquire()

@@ -19,9 +19,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from worker.concurrency.errors import LockedError, LockReleasedError, SessionExpiredError
-from worker.concurrency.key import Stop, wait_deletes
-from worker.etcd import kv
+from worker.concurrency.wait import WaitBound, wait_deletes
 from worker.etcd.errors import EtcdError, LeaseNotFoundError
+from worker.etcd.txn import FIRST_CREATE, Cmp, Op
+from worker.etcd.types import Header, TxnResponse
 
 if TYPE_CHECKING:
     from worker.concurrency.session import Session
@@ -37,7 +38,7 @@ class Mutex:
         self.prefix = prefix + "/"
         self._my_key = ""
         self._my_rev = -1
-        self._header: Any = None
+        self._header: Header | None = None
 
     @property
     def key(self) -> str:
@@ -45,36 +46,41 @@ class Mutex:
         return self._my_key
 
     @property
-    def header(self) -> Any:
+    def held(self) -> bool:
+        """Whether this mutex holds (or queues for) the lock as far as it knows: it has a key that
+        is not Go's released sentinel. Callers ask this instead of testing ``key`` for "\\x00"."""
+        return bool(self._my_key) and self._my_key != _RELEASED
+
+    @property
+    def header(self) -> Header | None:
         """The header of the response that made us the owner (its revision: ``ETCD_LOCK_REV``)."""
         return self._header
 
-    def _try_acquire(self) -> Any:
+    def _try_acquire(self) -> TxnResponse:
         """Go's ``tryAcquire``: queue our key (or find it) and read the owner, in one transaction."""
         session = self.session
         self._my_key = f"{self.prefix}{session.lease:x}"
-        get_owner = kv.op_range(kv.first_create(self.prefix))
+        get_owner = Op.get(self.prefix, **FIRST_CREATE)
         try:
-            resp = session.client.txn(kv.txn_request(
-                [kv.cmp_create(self._my_key, "=", 0)],
-                [kv.op_put(self._my_key, "", lease=session.lease), get_owner],
-                [kv.op_get(self._my_key), get_owner]))
+            resp = session.client.txn().if_(Cmp.absent(self._my_key)).then(
+                Op.put(self._my_key, "", lease=session.lease), get_owner).else_(
+                Op.get(self._my_key), get_owner).commit()
         except LeaseNotFoundError as err:  # Go returns the raw gRPC error; this is what it means
             raise SessionExpiredError() from err
-        self._my_rev = resp.header.revision
+        self._my_rev = resp.revision
         if not resp.succeeded:
-            self._my_rev = kv.response_kvs(resp, 0)[0].create_revision
+            self._my_rev = resp.range(0).kvs[0].create_revision
         return resp
 
-    def _owns(self, resp: Any) -> bool:
-        owner = kv.response_kvs(resp, 1)
+    def _owns(self, resp: TxnResponse) -> bool:
+        owner = resp.range(1).kvs
         return not owner or owner[0].create_revision == self._my_rev
 
     def try_lock(self) -> None:
         """Take the lock if free, else delete our key again and raise ``LockedError``."""
         resp = self._try_acquire()
         if self._owns(resp):
-            self._header = resp.header
+            self._header = Header(resp.revision)
             return
         self.session.client.delete(self._my_key)
         self._my_key, self._my_rev = _RELEASED, -1
@@ -84,23 +90,23 @@ class Mutex:
         """Wait for the lock, at most ``timeout`` seconds, until ``cancel`` is set or the session ends."""
         resp = self._try_acquire()
         if self._owns(resp):
-            self._header = resp.header
+            self._header = Header(resp.revision)
             return
         client = self.session.client
         try:
-            wait_deletes(client, self.prefix, self._my_rev - 1, Stop(timeout, cancel, self.session))
-            got = client.range(kv.range_request(self._my_key))
+            wait_deletes(client, self.prefix, self._my_rev - 1, WaitBound(timeout, cancel, self.session))
+            got = client.range(self._my_key)
         except BaseException:
             self._unlock_quietly()  # release our place in the queue
             raise
         if not got.kvs:  # our key is gone: the lease expired while we waited
             self._my_key, self._my_rev = _RELEASED, -1
             raise SessionExpiredError()
-        self._header = got.header
+        self._header = Header(got.revision)
 
     def unlock(self) -> None:
         """Delete our key (``LockReleasedError`` when not locked, or already unlocked)."""
-        if not self._my_key or self._my_rev <= 0 or self._my_key == _RELEASED:
+        if not self.held or self._my_rev <= 0:
             raise LockReleasedError()
         if not self._my_key.startswith(self.prefix):
             raise ValueError(f"invalid key {self._my_key!r}, it should have prefix {self.prefix!r}")
@@ -113,9 +119,9 @@ class Mutex:
         except (EtcdError, LockReleasedError):
             pass  # the lease removes the key anyway; the caller's error is the one to report
 
-    def is_owner(self) -> Any:
+    def is_owner(self) -> Cmp:
         """A compare, true while we hold the lock: put it in a transaction to write only as owner."""
-        return kv.cmp_create(self._my_key, "=", self._my_rev)
+        return Cmp.create(self._my_key, "=", self._my_rev)
 
     def __enter__(self) -> Mutex:
         self.lock()

@@ -8,7 +8,7 @@ Go's goroutine gives up on the first watch error, so a compaction or a lost conn
 channel ("elect: observer lost" in etcdctl). Here the watches resume after disconnects, and a
 compaction (or a failed read) only sends the observer back to "read the first-created key": the
 current leader is re-read and observation goes on. A leader handed out twice is possible then
-(the same ``KeyValue`` again); a change is never skipped silently.
+(the same ``KV`` again); a change is never skipped silently.
 """
 
 from __future__ import annotations
@@ -16,23 +16,21 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
-
-from worker.etcd import kv
+from worker.etcd.client import EtcdClient
 from worker.etcd.errors import CompactedError, EtcdClosedError, EtcdTimeoutError, EtcdUnavailableError
-from worker.etcd.watch import DeleteEvent, PutEvent, Watch
-from worker.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from worker.etcd.client import EtcdClient
+from worker.etcd.retry import Retry
+from worker.etcd.txn import FIRST_CREATE
+from worker.etcd.types import KV, Header
+from worker.etcd.watch import Watch
 
 #: between reads while etcd is unreachable
-RETRY = RetryPolicy(initial=0.05, maximum=1.0)
+RETRY = Retry(initial=0.05, maximum=1.0)
 
 
 class Observer:
-    """Iterate for leader ``KeyValue``s, or ``get(timeout)``; ``close()`` ends it from any thread."""
+    """Iterate for leader ``KV``s, or ``get(timeout)``; ``close()`` ends it from any thread."""
 
     def __init__(self, client: EtcdClient, key_prefix: str, settle: float = 0.0) -> None:
         self._client = client
@@ -45,14 +43,14 @@ class Observer:
         self._lock = threading.Lock()
         self._watch: Watch | None = None
         self._phase = "read"  # read -> first_put | leader -> read ...
-        self._pending: collections.deque[tuple[Any, Any]] = collections.deque()
-        self._failures = 0
-        #: the header that came with the last ``KeyValue`` handed out
-        self.header: Any = None
+        self._pending: collections.deque[tuple[Header, KV]] = collections.deque()
+        self._retry = RETRY.copy(stop=self._closed)
+        #: the header that came with the last ``KV`` handed out
+        self.header: Header | None = None
 
     # -- consumer side ------------------------------------------------------------------------
-    def get(self, timeout: float | None = None) -> Any:
-        """The next leader ``KeyValue``, or None after ``timeout`` seconds; ``EtcdClosedError`` once closed."""
+    def get(self, timeout: float | None = None) -> KV | None:
+        """The next leader ``KV``, or None after ``timeout`` seconds; ``EtcdClosedError`` once closed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._closed.is_set():
@@ -65,10 +63,10 @@ class Observer:
                 return None
             self._step(left)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[KV | None]:
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> KV | None:
         try:
             return self.get()
         except EtcdClosedError:
@@ -89,11 +87,10 @@ class Observer:
     # -- the state machine --------------------------------------------------------------------
     def _open(self, key: bytes | str, start_revision: int, prefix: bool = False) -> None:
         self._close_watch()
-        range_end = kv.prefix_end(key) if prefix else None
         with self._lock:
             if self._closed.is_set():
                 return
-            self._watch = Watch(self._client, key, range_end=range_end, start_revision=start_revision)
+            self._watch = self._client.watch(key, prefix=prefix, start_revision=start_revision)
 
     def _close_watch(self) -> None:
         with self._lock:
@@ -109,22 +106,20 @@ class Observer:
                 self._closed.wait(wait if left is None else min(wait, left))
                 return
             try:
-                resp = self._client.range(kv.first_create(self._prefix))
+                resp = self._client.range(self._prefix, **FIRST_CREATE)
             except (EtcdUnavailableError, EtcdTimeoutError) as err:
-                self._failures += 1
-                backoff = RETRY.wait(self._failures, err)
-                self._closed.wait(min(backoff, left if left is not None else backoff))
+                self._retry.pause(err, limit=left)
                 return
-            self._failures = 0
+            self._retry.reset()
             if resp.kvs:
                 leader = resp.kvs[0]
-                self._pending.append((resp.header, leader))
-                self._open(leader.key, resp.header.revision + 1)
+                self._pending.append((Header(resp.revision), leader))
+                self._open(leader.key, resp.revision + 1)
                 self._phase = "leader"
             else:
                 # wait for the first key put on the prefix; nothing was there at the read's
                 # revision, so start after it (Go: at it), which etcd serves as a synced watch
-                self._open(self._prefix, resp.header.revision + 1, prefix=True)
+                self._open(self._prefix, resp.revision + 1, prefix=True)
                 self._phase = "first_put"
             return
         watch = self._watch
@@ -144,20 +139,18 @@ class Observer:
             return
         if self._phase == "first_put":
             for event in wr.events:
-                if isinstance(event, PutEvent):  # only puts: a delete would make us spin
-                    leader = event._event.kv
-                    header = type(wr.header)()
-                    header.CopyFrom(wr.header)
-                    header.revision = leader.mod_revision  # a batch may hold several puts
-                    self._pending.append((header, leader))
+                if event.kind == "put":  # only puts: a delete would make us spin
+                    leader = event.kv
+                    # a batch may hold several puts: the header is this put's revision
+                    self._pending.append((Header(leader.mod_revision), leader))
                     self._open(leader.key, leader.mod_revision + 1)
                     self._phase = "leader"
                     return
             return
         for event in wr.events:  # phase "leader"
-            if isinstance(event, DeleteEvent):
+            if event.kind == "delete":
                 self._close_watch()
                 self._phase = "read"
                 self._settle_until = time.monotonic() + self._settle
                 return
-            self._pending.append((wr.header, event._event.kv))
+            self._pending.append((Header(wr.revision), event.kv))

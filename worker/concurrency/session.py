@@ -24,7 +24,6 @@ from typing import Any
 
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError, LeaseNotFoundError, PermissionDeniedError
-from worker.etcd.keepalive import LeaseKeeper
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +43,21 @@ class Session:
         sent_at = time.monotonic()
         if lease is None or lease == 0:
             granted = client.lease_grant(ttl)
-            lease, ttl, granted_at = int(granted.ID), int(granted.TTL), sent_at
+            lease, ttl, granted_at = granted.id, granted.ttl, sent_at
         else:
             info = client.lease_time_to_live(lease)
-            if info.TTL <= 0:
+            if info.ttl <= 0:
                 raise LeaseNotFoundError(f"session: lease {lease:x} not found (expired or revoked)")
-            # the lease is alive for info.TTL more seconds, counted from before we asked
-            ttl = int(info.grantedTTL) or ttl
-            granted_at = sent_at + info.TTL - ttl
+            # the lease is alive for info.ttl more seconds, counted from before we asked
+            ttl = info.granted_ttl or ttl
+            granted_at = sent_at + info.ttl - ttl
         self.lease: int = lease
         self.ttl: int = ttl
         #: set when the lease is lost (or the session orphaned/closed); see ``lost_reason``
         self.done = threading.Event()
         self.lost_reason: str | None = None
         self._closed = False
-        self._keeper = LeaseKeeper(client, lease, ttl, on_lost=self._on_lost, granted_at=granted_at)
+        self._keeper = client.keep_alive(lease, ttl, on_lost=self._on_lost, granted_at=granted_at)
         if cancel is not None:
             threading.Thread(target=self._orphan_on, args=(cancel,), name=f"session-cancel {lease:x}",
                              daemon=True).start()

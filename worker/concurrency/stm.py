@@ -27,7 +27,9 @@ import threading
 from typing import Any, Callable, Iterable
 
 from worker.concurrency.errors import STMAbortedError
-from worker.etcd import kv
+from worker.etcd.client import EtcdClient
+from worker.etcd.txn import Cmp, Op
+from worker.etcd.types import RangeResponse, TxnResponse
 
 _MAX_INT64 = (1 << 63) - 1
 
@@ -41,30 +43,30 @@ class Isolation(enum.IntEnum):
     READ_COMMITTED = 3
 
 
-def _value(resp: Any) -> str:
+def _value(resp: RangeResponse | None) -> str:
     """Go's ``respToValue``: a missing key reads as ""."""
     if resp is None or not resp.kvs:
         return ""
     return resp.kvs[0].value.decode("utf-8")
 
 
-def _is_key_current(key: str, resp: Any) -> Any:
+def _is_key_current(key: str, resp: RangeResponse) -> Cmp:
     """Go's ``isKeyCurrent``: unchanged since read (a key read as missing must still be missing)."""
-    return kv.cmp_mod(key, "=", resp.kvs[0].mod_revision if resp.kvs else 0)
+    return Cmp.mod(key, "=", resp.kvs[0].mod_revision if resp.kvs else 0)
 
 
 class STM:
     """The transaction handed to ``apply`` (Go's ``stm``: repeatable reads / read committed)."""
 
-    def __init__(self, client: Any, isolation: Isolation, abort: threading.Event | None) -> None:
+    def __init__(self, client: EtcdClient, isolation: Isolation, abort: threading.Event | None) -> None:
         self.client = client
         self.isolation = isolation
         self._abort = abort
         self._get_opts: dict[str, Any] = {}
         if isolation in (Isolation.REPEATABLE_READS, Isolation.READ_COMMITTED):
             self._get_opts = {"serializable": True}
-        self.rset: dict[str, Any] = {}       # key -> RangeResponse (with the read's header)
-        self.wset: dict[str, tuple[str, Any]] = {}  # key -> (value, RequestOp)
+        self.rset: dict[str, RangeResponse] = {}  # key -> the read (with its revision)
+        self.wset: dict[str, tuple[str, Op]] = {}  # key -> (value, the write)
 
     # -- what apply uses ----------------------------------------------------------------------
     def get(self, *keys: str) -> str:
@@ -75,10 +77,10 @@ class STM:
         return _value(self._fetch(keys))
 
     def put(self, key: str, value: str, lease: int | None = None) -> None:
-        self.wset[key] = (value, kv.op_put(key, value, lease=lease or 0))
+        self.wset[key] = (value, Op.put(key, value, lease=lease or 0))
 
     def delete(self, key: str) -> None:
-        self.wset[key] = ("", kv.op_delete(key))
+        self.wset[key] = ("", Op.delete(key))
 
     def rev(self, key: str) -> int:
         """The mod revision of ``key`` as read (0 when missing)."""
@@ -96,7 +98,7 @@ class STM:
                 return self.wset[key][0]
         return None
 
-    def _fetch(self, keys: tuple[str, ...] | list[str]) -> Any:
+    def _fetch(self, keys: tuple[str, ...] | list[str]) -> RangeResponse | None:
         """Go's ``stm.fetch``: a key already read answers from the read set; else read all in one txn."""
         if not keys:
             return None
@@ -104,32 +106,32 @@ class STM:
         for key in keys:
             if key in self.rset:
                 return self.rset[key]
-            ops.append(kv.op_get(key, **self._get_opts))
+            ops.append(Op.get(key, **self._get_opts))
         self._check_abort()
-        resp = self.client.txn(kv.txn_request([], ops))
+        resp = self.client.txn().then(*ops).commit()
         self._add_reads(list(keys), resp)
-        return resp.responses[0].response_range
+        return resp.range(0)
 
-    def _add_reads(self, keys: list[str], txn_resp: Any) -> None:
-        for key, op in zip(keys, txn_resp.responses):
-            self.rset[key] = op.response_range
+    def _add_reads(self, keys: list[str], txn_resp: TxnResponse) -> None:
+        for i, key in enumerate(keys[:len(txn_resp.responses)]):
+            self.rset[key] = txn_resp.range(i)
 
     def _first(self) -> int:
         """Go's ``readSet.first``: the lowest revision any read was served at."""
-        return min((int(r.header.revision) for r in self.rset.values()), default=_MAX_INT64 - 1)
+        return min((r.revision for r in self.rset.values()), default=_MAX_INT64 - 1)
 
-    def _conflicts(self) -> list[Any]:
+    def _conflicts(self) -> list[Cmp]:
         if self.isolation == Isolation.READ_COMMITTED:
             return []
         cmps = [_is_key_current(k, r) for k, r in self.rset.items()]
         if self.isolation == Isolation.SERIALIZABLE_SNAPSHOT:
             first = self._first() + 1
-            cmps += [kv.cmp_mod(k, "<", first) for k in self.wset]
+            cmps += [Cmp.mod(k, "<", first) for k in self.wset]
         return cmps
 
-    def _commit(self) -> Any | None:
+    def _commit(self) -> TxnResponse | None:
         self._check_abort()
-        resp = self.client.txn(kv.txn_request(self._conflicts(), [op for _, op in self.wset.values()]))
+        resp = self.client.txn().if_(*self._conflicts()).then(*(op for _, op in self.wset.values())).commit()
         return resp if resp.succeeded else None
 
     def _reset(self) -> None:
@@ -140,9 +142,9 @@ class STM:
 class SerializableSTM(STM):
     """Go's ``stmSerializable``: every read at the revision of the first read of the attempt."""
 
-    def __init__(self, client: Any, isolation: Isolation, abort: threading.Event | None) -> None:
+    def __init__(self, client: EtcdClient, isolation: Isolation, abort: threading.Event | None) -> None:
         super().__init__(client, isolation, abort)
-        self._prefetch: dict[str, Any] = {}
+        self._prefetch: dict[str, RangeResponse] = {}
 
     def get(self, *keys: str) -> str:
         if not keys:
@@ -157,19 +159,19 @@ class SerializableSTM(STM):
         resp = self._fetch(keys)
         if first_read:
             # the attempt's base revision is defined by its first read
-            self._get_opts = {"revision": int(resp.header.revision), "serializable": True}
+            self._get_opts = {"revision": resp.revision if resp is not None else 0, "serializable": True}
         return _value(resp)
 
     def rev(self, key: str) -> int:
         self.get(key)
         return super().rev(key)
 
-    def _commit(self) -> Any | None:
+    def _commit(self) -> TxnResponse | None:
         self._check_abort()
         keys = list(self.rset)
-        resp = self.client.txn(kv.txn_request(
-            self._conflicts(), [op for _, op in self.wset.values()],
-            [kv.op_get(k) for k in keys]))  # the Else prefetches the read set: saves a round trip
+        # the Else prefetches the read set: saves a round trip
+        resp = self.client.txn().if_(*self._conflicts()).then(*(op for _, op in self.wset.values())).else_(
+            *(Op.get(k) for k in keys)).commit()
         if resp.succeeded:
             return resp
         self._add_reads(keys, resp)
@@ -178,8 +180,8 @@ class SerializableSTM(STM):
         return None
 
 
-def new_stm(client: Any, apply: Callable[[STM], Any], isolation: Isolation = Isolation.SERIALIZABLE_SNAPSHOT,
-            prefetch: Iterable[str] = (), abort: threading.Event | None = None) -> Any:
+def new_stm(client: EtcdClient, apply: Callable[[STM], Any], isolation: Isolation = Isolation.SERIALIZABLE_SNAPSHOT,
+            prefetch: Iterable[str] = (), abort: threading.Event | None = None) -> TxnResponse:
     """Go's ``NewSTM``: run ``apply`` and commit, again and again until the commit succeeds.
 
     Returns the committing ``TxnResponse``. An exception from ``apply`` ends it (nothing written);
@@ -203,16 +205,19 @@ def new_stm(client: Any, apply: Callable[[STM], Any], isolation: Isolation = Iso
             return resp
 
 
-def new_stm_repeatable(client: Any, apply: Callable[[STM], Any], abort: threading.Event | None = None) -> Any:
+def new_stm_repeatable(client: EtcdClient, apply: Callable[[STM], Any],
+                 abort: threading.Event | None = None) -> TxnResponse:
     """new_stm_repeatable is Go's ``NewSTMRepeatable``: ``new_stm`` with repeatable reads."""
     return new_stm(client, apply, isolation=Isolation.REPEATABLE_READS, abort=abort)
 
 
-def new_stm_serializable(client: Any, apply: Callable[[STM], Any], abort: threading.Event | None = None) -> Any:
+def new_stm_serializable(client: EtcdClient, apply: Callable[[STM], Any],
+                 abort: threading.Event | None = None) -> TxnResponse:
     """new_stm_serializable is Go's ``NewSTMSerializable``: ``new_stm`` with serializable reads."""
     return new_stm(client, apply, isolation=Isolation.SERIALIZABLE, abort=abort)
 
 
-def new_stm_read_committed(client: Any, apply: Callable[[STM], Any], abort: threading.Event | None = None) -> Any:
+def new_stm_read_committed(client: EtcdClient, apply: Callable[[STM], Any],
+                 abort: threading.Event | None = None) -> TxnResponse:
     """new_stm_read_committed is Go's ``NewSTMReadCommitted``: ``new_stm`` with read committed."""
     return new_stm(client, apply, isolation=Isolation.READ_COMMITTED, abort=abort)

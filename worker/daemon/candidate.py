@@ -18,7 +18,7 @@ from worker.concurrency import Candidate, Election, Session, candidates
 from worker.concurrency.errors import SessionExpiredError, WaitCancelledError
 from worker.daemon.events import CampaignFailed, Elected, Event, LeaderSeen, LeaseLost, Queued
 from worker.etcd.client import EtcdClient
-from worker.etcd.errors import EtcdClosedError, EtcdError, LeaseNotFoundError
+from worker.etcd.errors import EtcdClosedError, EtcdError
 from worker.errors import WorkerError
 
 log = structlog.get_logger("worker.daemon")
@@ -104,28 +104,3 @@ def find_candidate(client: EtcdClient, keys: Any, instance_id: str) -> Candidate
     """The candidate in line that proclaims ``instance_id`` (None if not in line)."""
     _, line = candidates(client, keys.election)
     return next((c for c in line if c.instance_id == instance_id), None)
-
-
-class StaleLeases:
-    """Leases of sessions lost while etcd could not be reached (their revoke failed).
-
-    etcd's next raft leader renews every lease, so such a lease's election key would hold the
-    line for another TTL after etcd comes back: revoke them as soon as etcd answers again.
-    """
-
-    def __init__(self) -> None:
-        self._leases: set[int] = set()
-
-    def remember(self, lease: int) -> None:
-        self._leases.add(lease)
-
-    def revoke(self, client: EtcdClient, timeout: float) -> None:
-        for lease in sorted(self._leases):
-            try:
-                client.lease_revoke(lease, timeout=timeout)
-                log.info("stale_lease_revoked", lease=f"{lease:x}")
-            except LeaseNotFoundError:
-                pass  # expired or revoked already
-            except EtcdError:
-                continue  # etcd still away: next time
-            self._leases.discard(lease)

@@ -8,12 +8,11 @@ import threading
 
 from worker.control import read_controls
 from worker.daemon.events import ControlsChanged, Event
-from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdClosedError, EtcdError
+from worker.etcd.retry import DEFAULT, Retry
 from worker.etcd.watch import Watch
-from worker.protection.keys import Keys
-from worker.retry import DEFAULT, RetryPolicy
+from worker.keys import Keys
 
 
 class ControlWatcher:
@@ -21,32 +20,30 @@ class ControlWatcher:
     reports that once and is unhealthy meanwhile; asking again and again would only hammer etcd)."""
 
     def __init__(self, client: EtcdClient, keys: Keys, events: queue.Queue[Event],
-                 denied_wait: float = 10.0, retry: RetryPolicy = DEFAULT) -> None:
-        self._retry = retry.with_refused(denied_wait)
+                 denied_wait: float = 10.0, retry: Retry = DEFAULT) -> None:
         self._client = client
         self._keys = keys
         self._events = events
         self._stop = threading.Event()
+        self._retry = retry.copy(refused=denied_wait, stop=self._stop)
         self._watch: Watch | None = None
         self._thread = threading.Thread(target=self._run, name="control-watch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        attempt = 0
         while not self._stop.is_set():
             try:
                 controls = read_controls(self._client, self._keys)
                 self._events.put(ControlsChanged(controls))
-                self._watch = Watch(self._client, self._keys.control, range_end=kv.prefix_end(self._keys.control),
-                                    start_revision=controls.revision + 1)
+                self._watch = self._client.watch(self._keys.control, prefix=True,
+                                                 start_revision=controls.revision + 1)
                 for _response in self._watch:
                     self._events.put(ControlsChanged(read_controls(self._client, self._keys)))
-                    attempt = 0
+                    self._retry.reset()
             except EtcdClosedError:
                 return
             except EtcdError as err:  # compacted, unavailable, refused: read again after a pause
-                attempt += 1
-                self._stop.wait(self._retry.wait(attempt, err))
+                self._retry.pause(err)
             finally:
                 if self._watch is not None:
                     self._watch.close()

@@ -1,4 +1,5 @@
-"""The one transition function: role, term, paused and blocked change here and nowhere else.
+"""StateRecorder and its one transition function: role, term, paused and blocked change here and
+nowhere else (the main loop and the term decide; this records and announces).
 
 Each change updates, together, the shared ``DaemonState`` (what /healthz, /status and /leader
 read), the metrics (``is_leader``, ``term``, ``is_paused``), systemd's STATUS line and the log
@@ -23,15 +24,17 @@ log = structlog.get_logger("worker.daemon")
 _UNSET: Any = object()
 
 
-class Core:
-    """Core owns the daemon's role, term, paused and blocked (see ``transition``)."""
+class StateRecorder:
+    """StateRecorder is the one writer of ``DaemonState``: role, term, paused and blocked through
+    ``transition``; the connection's facts through ``connection``; the observed leader through
+    ``saw_leader``."""
 
     def __init__(self, state: DaemonState, metrics: Metrics, notifier: Notifier) -> None:
         self.state = state
         self.metrics = metrics
         self.notifier = notifier
         # is_leader is the lease-clock rule itself, evaluated at each scrape
-        metrics.is_leader.set_function(lambda: 1.0 if state.leading() else 0.0)
+        metrics.follow_leading(state.leading)
 
     def transition(self, *, role: str = _UNSET, term: int | None = _UNSET, paused: bool = _UNSET,
                    blocked: Exception | None = _UNSET, holds_lock: bool = _UNSET, why: str | None = None,
@@ -75,6 +78,19 @@ class Core:
         elif s.blocked is None and was_blocked is not None:
             log.info("permission_restored", was=was_blocked)
 
+    def connection(self, *, connected: bool = _UNSET, campaigning: bool = _UNSET, session_alive: bool = _UNSET,
+                   last_error: str | None = _UNSET, ttl: float = _UNSET) -> None:
+        """Record what the connection knows (no log, no metric: the role says it)."""
+        s = self.state
+        for name, value in (("connected", connected), ("campaigning", campaigning),
+                            ("session_alive", session_alive), ("last_error", last_error), ("ttl", ttl)):
+            if value is not _UNSET:
+                setattr(s, name, value)
+
+    def saw_leader(self, leader: dict[str, Any] | None) -> None:
+        """Record the leader as last observed (``{"instance_id", "key", "term"}``)."""
+        self.state.leader = leader
+
     def refresh_status(self) -> None:
         """Send STATUS again (any thread): the lease-deadline timer calls it the moment leading ends."""
         self.notifier.status(self.status_line())
@@ -97,3 +113,7 @@ class Core:
         else:
             text = f"{FOLLOWER}: campaigning" + (f" ({why})" if why else "")
         return text + (", paused" if s.paused else "")
+
+
+#: COMPAT (issue 18): the old name, kept for worker/daemon/leader.py (MIGRATION.md)
+Core = StateRecorder

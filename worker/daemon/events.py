@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
-
 from worker.control import Controls
+from worker.etcd.types import KV
 
 
 @dataclass(frozen=True)
-class Stop:
+class Shutdown:
     """SIGTERM/SIGINT (or the embedding code): resign, release, exit 0."""
+
+
+#: COMPAT (issue 18): the old name, kept for worker/daemon/leader.py (MIGRATION.md)
+Stop = Shutdown
 
 
 @dataclass(frozen=True)
@@ -33,70 +36,67 @@ class ControlsChanged:
 
 
 @dataclass(frozen=True)
-class Queued:
+class TermEvent:
+    """TermEvent is the base of every event of one candidacy: ``generation`` names the candidacy
+    (a late event of an abandoned one is recognised by it and dropped)."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class Queued(TermEvent):
     """Our election key is in line."""
 
-    generation: int
-
 
 @dataclass(frozen=True)
-class Elected:
+class Elected(TermEvent):
     """Our key is the lowest in line: we may lead (after taking the Mutex)."""
 
-    generation: int
+
+@dataclass(frozen=True)
+class LeaderSeen(TermEvent):
+    """The observer saw ``leader`` (an etcd ``KV``) lead."""
+
+    leader: KV
 
 
 @dataclass(frozen=True)
-class LeaderSeen:
-    """The observer saw ``leader`` (an etcd key-value) lead."""
-
-    generation: int
-    leader: Any
-
-
-@dataclass(frozen=True)
-class LeaseLost:
+class LeaseLost(TermEvent):
     """The session's lease is lost (expired, revoked, or no keepalive answered within the TTL)."""
 
-    generation: int
     reason: str
 
 
 @dataclass(frozen=True)
-class CampaignFailed:
-    generation: int
+class CampaignFailed(TermEvent):
+    """Campaigning failed with ``error`` (the candidacy is dropped and opened again)."""
+
     error: Exception
 
 
 @dataclass(frozen=True)
-class InputsChanged:
+class InputsChanged(TermEvent):
     """Cluster ids whose input keys a watch reported changed."""
 
-    generation: int
     ids: frozenset[str]
 
 
 @dataclass(frozen=True)
-class WatchFailed:
+class WatchFailed(TermEvent):
     """An input watch lost its place (compacted, refused): the history has a hole."""
 
-    generation: int
     error: Exception
 
 
 @dataclass(frozen=True)
-class KeyDeleted:
+class KeyDeleted(TermEvent):
     """Our election key was deleted (resigned elsewhere, or by an operator)."""
-
-    generation: int
 
 
 @dataclass(frozen=True)
-class LeaseDeadline:
+class LeaseDeadline(TermEvent):
     """The lease is no longer certainly alive by our own clock (last answered keepalive's
     deadline minus the margin): the term ends now, whatever the loop was doing."""
-
-    generation: int
 
 
 @dataclass(frozen=True)
@@ -106,5 +106,5 @@ class Wedge:
     release: threading.Event
 
 
-Event = (Stop | Reload | ControlsChanged | Queued | Elected | LeaderSeen | LeaseLost | CampaignFailed
+Event = (Shutdown | Reload | ControlsChanged | Queued | Elected | LeaderSeen | LeaseLost | CampaignFailed
          | InputsChanged | WatchFailed | KeyDeleted | LeaseDeadline | Wedge)

@@ -15,7 +15,8 @@ boot id, so a release run by one unit's instance never takes another instance's 
 Whether the recording process still runs: a pid whose ``/proc/PID`` cannot be read is not
 therefore dead. Under ``ProtectProc=invisible`` another DynamicUser's processes are hidden from
 ``/proc``, while ``kill(pid, 0)`` still answers EPERM for a live one: only ESRCH (no such process)
-means dead, and a pid that exists but cannot be inspected counts as alive. It is written whole (a temporary file renamed over the old one), so a reader sees the
+means dead, and a pid that exists but cannot be inspected counts as alive. It is written whole (a
+temporary file renamed over the old one), so a reader sees the
 previous record or the new one, never half of either. Nothing here raises: recording is a help for
 a faster failover, never a reason for the daemon to stop (without a record the lease expires by TTL).
 """

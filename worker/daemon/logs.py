@@ -142,7 +142,8 @@ def configure_logging(level: str = "info", fmt: str | None = None, instance_id: 
     shared = _shared(instance_id)
     renderer = _renderer(fmt)
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, _name_logger, *shared, structlog.processors.format_exc_info,
+        processors=[structlog.contextvars.merge_contextvars, _name_logger, *shared,
+                    structlog.processors.format_exc_info,
                     redact_secrets, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(out),

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker import __version__
+from worker.etcd.errors import ETCD_ERROR_KINDS, EtcdError
 
 PREFIX = "protection_worker_"
 MODES = ("full", "incremental")
@@ -24,21 +25,12 @@ RESULTS = ("ok", "error", "fenced", "stopped")
 OPS = ("create", "update", "delete")
 STATES = ("unprotected", "protecting", "protected", "degraded", "deleted")
 #: etcd error kinds pre-created at zero (``etcd_error`` accepts others too)
-ETCD_ERROR_KINDS = ("unavailable", "timeout", "tls", "auth", "compacted", "lease_not_found", "request", "other")
-_ERROR_KINDS_BY_CLASS = {
-    "EtcdUnavailableError": "unavailable", "EtcdTimeoutError": "timeout", "EtcdTLSError": "tls",
-    "EtcdAuthError": "auth", "InvalidTokenError": "auth", "PermissionDeniedError": "auth",
-    "CompactedError": "compacted", "LeaseNotFoundError": "lease_not_found", "EtcdRequestError": "request",
-}
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 def error_kind(exc: BaseException) -> str:
-    """The ``kind`` label for an exception from ``worker.etcd`` (its closest known base class)."""
-    for cls in type(exc).__mro__:
-        if cls.__name__ in _ERROR_KINDS_BY_CLASS:
-            return _ERROR_KINDS_BY_CLASS[cls.__name__]
-    return "other"
+    """The ``kind`` label for an exception: ``EtcdError.kind`` (the one definition), else "other"."""
+    return exc.kind if isinstance(exc, EtcdError) else "other"
 
 
 def _check(value: str, allowed: Iterable[str], what: str) -> str:
@@ -54,6 +46,7 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r, p = self.registry, PREFIX
         self.is_leader = Gauge(p + "is_leader", "1 while this instance leads", registry=r)
+        self.follow_leading(lambda: False)
         self.leader_changes = Counter(p + "leader_changes_total", "New leadership terms seen by this instance",
                                       registry=r)
         self.term = Gauge(p + "term", "Create revision of the current leader's election key", registry=r)
@@ -96,6 +89,11 @@ class Metrics:
                                       "known_bad=\"true\" for a known-bad release (3.5.0-3.5.2)",
                                       ["version", "known_bad"], registry=r)
 
+    def follow_leading(self, leading: Callable[[], bool]) -> None:
+        """``is_leader`` is ``leading()`` evaluated at each scrape (the daemon gives the lease-clock
+        rule, ``DaemonState.leading``): the one way it is set."""
+        self.is_leader.set_function(lambda: 1.0 if leading() else 0.0)
+
     def set_leader(self, leading: bool, term: int | None) -> None:
         """This instance's role (``leading``: elected) and the current leader's term (None: no leader known).
         ``is_elected`` follows the role; the daemon binds ``is_leader`` to its lease-clock rule instead.
@@ -104,7 +102,6 @@ class Metrics:
         term an instance sees at start is not a change unless this instance itself won it.
         """
         with self._lock:
-            self.is_leader.set(1 if leading else 0)
             self.is_elected.set(1 if leading else 0)
             if term is None:
                 return

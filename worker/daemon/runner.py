@@ -3,7 +3,9 @@
 One thread owns every decision (Patroni's idea: an HA loop over an abstract store): background
 threads (keepalive, campaign, observer, watches, the lease-deadline timer, signals) only post
 typed events (``events.py``) into one queue, and this loop dispatches them with ``match``. Role,
-term, paused and blocked change only through ``Core.transition``. A term of leadership is a
+term, paused and blocked change only through ``StateRecorder.transition`` (``core.py``), every
+other field of ``DaemonState`` through the recorder too. The link to etcd (connect, outages,
+stale leases, reconnect) is ``connection.py``'s. A term of leadership is a
 sub-state (``LeaderTerm.run``) that takes events from the same queue and returns why it ended.
 
 Liveness is progress (``liveness.py``): the loop's ticks, each page read, each write
@@ -22,30 +24,34 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
 
 import structlog
 
 from worker import config as config_mod
 from worker.config import Config
+from worker.control import Controls
 from worker.daemon import lease_file, logs
-from worker.daemon.candidate import Candidacy, StaleLeases, find_candidate
+from worker.daemon.candidate import Candidacy, find_candidate
+from worker.daemon.connection import Connection
 from worker.daemon.control_watch import ControlWatcher
-from worker.daemon.core import Core
+from worker.daemon.core import StateRecorder
 from worker.daemon.events import (CampaignFailed, ControlsChanged, Elected, Event, LeaderSeen, LeaseLost, Queued,
-                                  Reload, Stop, Wedge)
+                                  Reload, Shutdown, Wedge)
 from worker.daemon.http import HealthServer
-from worker.daemon.identity import http_address, identity, parse_identity
+from worker.identity import Identity, http_address
 from worker.daemon.leader import LeaderTerm, TermContext
 from worker.daemon.liveness import Liveness
 from worker.daemon.metrics import Metrics
 from worker.daemon.notify import Notifier
-from worker.daemon.state import CONNECTING, FOLLOWER, LEADER, STOPPING, DaemonState
+from worker.daemon.probe import DaemonProbe
+from worker.daemon.status_board import StatusBoard
+from worker.daemon.state import FOLLOWER, LEADER, STOPPING, DaemonState
 from worker.etcd.client import EtcdClient
+from worker.etcd.types import KV
 from worker.etcd.errors import EtcdAuthError, EtcdError, PermissionDeniedError
+from worker.etcd.retry import Retry
 from worker.errors import ConfigError, WorkerError
-from worker.protection.keys import Keys
-from worker.retry import RetryPolicy
+from worker.keys import Keys
 
 log = structlog.get_logger("worker.daemon")
 
@@ -64,31 +70,36 @@ class Daemon:
         self.state = DaemonState(self.instance_id, ttl=float(cfg.election.ttl))
         self.metrics = Metrics()
         self.notifier = notifier if notifier is not None else Notifier()
-        self.core = Core(self.state, self.metrics, self.notifier)
+        self.recorder = StateRecorder(self.state, self.metrics, self.notifier)
         self.liveness = Liveness(self.state, self.notifier)
         self.events: queue.Queue[Event] = queue.Queue()
         self.stop = threading.Event()
         self._reload = threading.Event()
-        self.client: EtcdClient | None = None
+        self.connection = Connection(lambda: self.cfg, self.metrics, self.recorder)
         self.candidacy: Candidacy | None = None
         self.term: LeaderTerm | None = None
         #: the permission error that ended the last term, if one did
         self.term_denied: PermissionDeniedError | None = None
         self._generation = 0
-        self._stale_leases = StaleLeases()
-        self._outage: str | None = None
         self._controls_watch: ControlWatcher | None = None
         self._reconnect_pending = False
         self._ready_sent = False
+        #: the store's side of /status; a leading term publishes into it after each pass (MIGRATION.md)
+        self.status_board = StatusBoard()
         self.http: HealthServer | None = None
         if cfg.http.listen:
-            from worker.daemon.probe import DaemonProbe
-            self.http = HealthServer(cfg.http.listen, self.metrics, DaemonProbe(self))
+            probe = DaemonProbe(self.state, self.connection.current, lambda: self.keys, self.status_board)
+            self.http = HealthServer(cfg.http.listen, self.metrics, probe)
 
     @property
-    def retry(self) -> RetryPolicy:
+    def client(self) -> EtcdClient | None:
+        """The current etcd client (None while not connected)."""
+        return self.connection.current()
+
+    @property
+    def retry(self) -> Retry:
         """The retry policy, waiting one TTL after a refusal (credentials, permission)."""
-        return RetryPolicy(refused=float(self.cfg.election.ttl))
+        return Retry(refused=float(self.cfg.election.ttl))
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -130,7 +141,7 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.stop.set()
-        self.post(Stop())
+        self.post(Shutdown())
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -144,7 +155,7 @@ class Daemon:
         self.liveness.beat()
         candidacy = self.candidacy
         alive = candidacy is not None and not candidacy.session.done.is_set()
-        self.state.session_alive = alive
+        self.recorder.connection(session_alive=alive)
         self.metrics.set_lease_ttl(candidacy.session.remaining() if alive and candidacy else 0.0)
 
     def _sleep(self, seconds: float) -> None:
@@ -159,7 +170,7 @@ class Daemon:
         candidacy = self.candidacy
         current = candidacy is not None and getattr(event, "generation", None) == candidacy.generation
         match event:
-            case Stop():
+            case Shutdown():
                 pass
             case Reload():
                 if self._reload.is_set():
@@ -170,7 +181,7 @@ class Daemon:
                 release.wait()
             case Queued() if current:
                 self._unblock()
-            case Elected() if current:
+            case Elected() if current and candidacy is not None:
                 self._unblock()
                 self._lead(candidacy)
             case LeaderSeen(_, leader) if current:
@@ -179,7 +190,7 @@ class Daemon:
                 log.warning("lease_lost", reason=reason)
                 self._drop_candidacy(resign=False)
             case CampaignFailed(_, err) if current:
-                self.state.last_error = str(err)
+                self.recorder.connection(last_error=str(err))
                 self._drop_candidacy(resign=True)
                 if isinstance(err, EtcdAuthError):
                     self._block(err)
@@ -194,7 +205,7 @@ class Daemon:
         """Connect (if needed) and open a session that campaigns; retried by the retry policy
         until it works or a stop is requested. Returns False when stopping."""
         try:
-            self.retry.call(self._open_candidacy, stop=self.stop, sleep=self._sleep, on_retry=self._note_outage)
+            self.retry.copy(stop=self.stop, sleep=self._sleep, on_retry=self.connection.outage)(self._open_candidacy)
         except EtcdError:
             return False  # stopping while etcd was away
         return not self.stop.is_set()
@@ -203,77 +214,62 @@ class Daemon:
         self.tick()  # each attempt is progress
         if self.stop.is_set():
             return
-        if self.client is None:
-            self.client = config_mod.connect(self.cfg)
-            self.client.on_contact = self.metrics.etcd_contact
-            self.client.on_error = self.metrics.etcd_error
-            self.client.on_server_version = self.metrics.set_etcd_version
+        client = self.connection.connect()
         self._generation += 1
         if self._controls_watch is None:
-            self._controls_watch = ControlWatcher(self.client, self.keys, self.events,
+            self._controls_watch = ControlWatcher(client, self.keys, self.events,
                                                   denied_wait=float(self.cfg.election.ttl))
-        self.candidacy = Candidacy(self.client, self.keys.election, self.cfg.election.ttl,
-                                   identity(self.instance_id, self.http_address()), self.events,
+        self.candidacy = Candidacy(client, self.keys.election, self.cfg.election.ttl,
+                                   Identity.mine(self.instance_id, self.http_address()).dump(), self.events,
                                    self._generation)
         lease_file.record(self.candidacy.session.lease, self.instance_id)
-        self.state.connected = self.state.campaigning = self.state.session_alive = True
-        self.state.last_error = None
-        self._revoke_stale_leases()
-        if self._outage is not None:
-            log.info("etcd_reachable", after=self._outage)
-            self._outage = None
+        self.recorder.connection(campaigning=True, session_alive=True)
+        self.connection.reachable()
         # while blocked (a refused permission, said once) each slow retry is not news
         (log.debug if self.state.blocked else log.info)("campaigning", key=self.candidacy.key or None,
                                                         lease=f"{self.candidacy.session.lease:x}")
         if not self._ready_sent:
             self.notifier.ready()
             self._ready_sent = True
-        self.core.transition(role=FOLLOWER)
-
-    def _note_outage(self, err: BaseException, attempt: int) -> None:
-        self.state.connected = False
-        self.state.last_error = str(err)
-        if self._outage is None:  # once per outage, not once per retry
-            self._outage = type(err).__name__
-            log.error("etcd_unreachable", error=str(err), kind=getattr(err, "kind", "other"))
-        self.core.transition(role=CONNECTING)
+        self.recorder.transition(role=FOLLOWER)
 
     def _block(self, err: EtcdError) -> None:
         """etcd refuses us (permission, auth): retrying at once cannot help and would hammer etcd.
         Said once (one log line until it works again), unhealthy meanwhile, and retried once per
         TTL without leading or writing anything."""
-        self.core.transition(blocked=err)
+        self.recorder.transition(blocked=err)
         self._sleep(self.retry.wait(1, err))
 
     def _unblock(self) -> None:
         if self.state.blocked is not None:
-            self.core.transition(blocked=None)
+            self.recorder.transition(blocked=None)
 
-    def _on_controls(self, controls: Any) -> None:
+    def _on_controls(self, controls: Controls) -> None:
         """A follower's part of a switchover: step to the back of the line when ahead of its target."""
-        self.core.transition(paused=controls.paused)
+        self.recorder.transition(paused=controls.paused)
         sw, candidacy = controls.switchover, self.candidacy
-        if sw is None or not sw.active or sw.to in (None, self.instance_id) or candidacy is None or not candidacy.key:
+        if sw is None or sw.to in (None, self.instance_id) or candidacy is None or not candidacy.key:
             return
         target = find_candidate(candidacy.session.client, self.keys, sw.to)
         if target is not None and candidacy.term < target.create_revision:
             log.info("switchover_requeue", to=sw.to)
             self._drop_candidacy(resign=True)
 
-    def _on_leader(self, leader: Any) -> None:
-        info = parse_identity(leader.value)
+    def _on_leader(self, leader: KV) -> None:
+        info = Identity.parse(leader.value)
         term = int(leader.create_revision)
         previous = self.state.leader
-        self.state.leader = {"instance_id": info.get("instance_id"), "key": leader.key.decode(), "term": term}
+        self.recorder.saw_leader({"instance_id": info.instance_id, "key": leader.key.decode("utf-8", "replace"),
+                                  "term": term})
         self.metrics.set_leader(self.state.role == LEADER, term)
         if previous is None or previous.get("term") != term:
-            log.info("leader_changed", leader=info.get("instance_id"), leader_term=term)
+            log.info("leader_changed", leader=info.instance_id, leader_term=term)
 
     def _lead(self, candidacy: Candidacy) -> None:
         term = candidacy.term
-        self.state.leader = {"instance_id": self.instance_id, "key": candidacy.key, "term": term}
-        self.core.transition(role=LEADER, term=term, key=candidacy.key)
-        ctx = TermContext(client=candidacy.session.client, keys=self.keys, core=self.core, events=self.events,
+        self.recorder.saw_leader({"instance_id": self.instance_id, "key": candidacy.key, "term": term})
+        self.recorder.transition(role=LEADER, term=term, key=candidacy.key)
+        ctx = TermContext(client=candidacy.session.client, keys=self.keys, core=self.recorder, events=self.events,
                           stop=self.stop, interval=lambda: self.cfg.reconcile.interval,
                           margin=self.cfg.etcd.request_timeout, beat=self.tick, on_leader=self._on_leader,
                           reload=self._reload_config, retry=self.retry, denied=self._term_denied)
@@ -283,7 +279,8 @@ class Daemon:
             reason = self.term.run()
         finally:
             self.term = None
-            self.core.transition(role=STOPPING if self.stop.is_set() else FOLLOWER, term=None, holds_lock=False,
+            self.status_board.expire()
+            self.recorder.transition(role=STOPPING if self.stop.is_set() else FOLLOWER, term=None, holds_lock=False,
                                  why=reason)
         if self.stop.is_set():
             return
@@ -303,16 +300,11 @@ class Daemon:
 
     def _drop_candidacy(self, resign: bool) -> None:
         candidacy, self.candidacy = self.candidacy, None
-        self.state.campaigning = False
-        self.state.session_alive = False
+        self.recorder.connection(campaigning=False, session_alive=False)
         if candidacy is not None:
             candidacy.close(resign=resign)
             if candidacy.session.lost:
-                self._stale_leases.remember(candidacy.session.lease)
-
-    def _revoke_stale_leases(self) -> None:
-        if self.client is not None:
-            self._stale_leases.revoke(self.client, self.cfg.etcd.request_timeout)
+                self.connection.stale_leases.remember(candidacy.session.lease)
 
     # -- reload and shutdown ------------------------------------------------------------------
     def _reload_config(self) -> bool:
@@ -337,12 +329,10 @@ class Daemon:
     def _reconnect(self) -> None:
         self._reconnect_pending = False
         self.keys = Keys(self.cfg.etcd.namespace)
-        self.state.ttl = float(self.cfg.election.ttl)
+        self.recorder.connection(ttl=float(self.cfg.election.ttl))
         self._drop_candidacy(resign=True)
         self._close_controls()
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        self.connection.close()
 
     def _close_controls(self) -> None:
         if self._controls_watch is not None:
@@ -350,14 +340,13 @@ class Daemon:
             self._controls_watch = None
 
     def _shutdown(self) -> None:
-        self.core.transition(role=STOPPING)
+        self.recorder.transition(role=STOPPING)
         self.notifier.stopping()
         log.info("stopping")
         self._drop_candidacy(resign=True)
         lease_file.clear()
         self._close_controls()
-        if self.client is not None:
-            self.client.close()
+        self.connection.close()
         if self.http is not None:
             self.http.stop()
         log.info("stopped")

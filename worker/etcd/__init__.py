@@ -1,4 +1,5 @@
-"""The etcd layer: connecting, one error vocabulary, leases kept alive, watches kept alive."""
+"""The etcd layer: one typed client over a transport, one error vocabulary, one retry object,
+leases kept alive, watches kept alive. No protobuf type leaves this package."""
 
 from worker.etcd.client import EtcdClient, connect
 from worker.etcd.errors import (
@@ -15,12 +16,27 @@ from worker.etcd.errors import (
     PermissionDeniedError,
 )
 from worker.etcd.keepalive import LeaseKeeper
-from worker.etcd.kv import auth_pb2, etcdrpc
-from worker.etcd.watch import DeleteEvent, PutEvent, Watch, WatchResponse
+from worker.etcd.retry import Retry
+from worker.etcd.txn import Cmp, Op, Txn
+from worker.etcd.types import (
+    KV,
+    DeleteEvent,
+    DeleteResponse,
+    Event,
+    Lease,
+    LeaseTimeToLive,
+    PutEvent,
+    PutResponse,
+    RangeResponse,
+    TxnResponse,
+    WatchResponse,
+)
+from worker.etcd.watch import Watch
 
 __all__ = [
-    "CompactedError", "DeleteEvent", "EtcdAuthError", "EtcdClient", "EtcdClosedError", "EtcdError", "EtcdRequestError",
-    "EtcdTLSError", "EtcdTimeoutError", "EtcdUnavailableError", "InvalidTokenError", "LeaseKeeper",
-    "LeaseNotFoundError", "PermissionDeniedError", "PutEvent", "Watch", "WatchResponse", "auth_pb2", "connect",
-    "etcdrpc",
+    "KV", "Cmp", "CompactedError", "DeleteEvent", "DeleteResponse", "EtcdAuthError", "EtcdClient", "EtcdClosedError",
+    "EtcdError", "EtcdRequestError", "EtcdTLSError", "EtcdTimeoutError", "EtcdUnavailableError", "Event",
+    "InvalidTokenError", "Lease", "LeaseKeeper", "LeaseNotFoundError", "LeaseTimeToLive", "Op",
+    "PermissionDeniedError", "PutEvent", "PutResponse", "RangeResponse", "Retry", "Txn", "TxnResponse", "Watch",
+    "WatchResponse", "connect",
 ]

@@ -1,84 +1,81 @@
-"""The etcd client: pyetcd's API, with its traps closed.
+"""EtcdClient is our one typed etcd API, composed over a ``Transport`` (etcd's ``client/v3``).
 
-``EtcdClient`` *is* a ``pyetcd.MultiEndpointEtcd3Client`` (callers keep ``put``/``get``/
-``get_prefix``/``delete``/``transaction``/``lease``/``watch``…), changed where the fork is unsafe:
+``range``, ``put``, ``delete``, ``txn()``/``commit`` (``worker.etcd.txn``), leases, ``watch``,
+``compact``, the auth admin calls the ``etcd-role`` command needs: each returns our own types
+(``worker.etcd.types``), never a protobuf message. ``connect`` validates TLS and auth settings,
+dials, logs in and reads the server's version.
 
-* every failure leaves as one of ``worker.etcd.errors`` (never a raw ``grpc.RpcError``);
-* a failed endpoint is skipped for a second, not five minutes, and when every endpoint failed
-  recently one is tried anyway instead of refusing to try at all: a connected one before one
-  that refuses connections (after a leader dies, a live member may time out once; going back to
-  the killed member then would waste the retry), then the one that failed longest ago;
-* ``connect`` fails at once, naming the cause, on a TLS mistake (``worker.etcd.dial``);
-* auth tokens are renewed: a request that meets "invalid auth token" re-authenticates and is
-  sent once more;
-* idempotent reads are retried (tenacity), bounded by attempts and by the request timeout;
-* ``watch*`` return resilient watches (``worker.etcd.watch``) that resume after disconnects;
-* ``range``/``txn`` send raw protobuf requests (for what pyetcd cannot express) and return the
-  full response, header included;
-* every request is counted in ``stats`` (benchmarks report etcd requests issued).
+COMPAT (issue 18): until the files listed in MIGRATION.md move to the typed API, three old
+surfaces remain and are marked below: ``range``/``txn`` given a raw protobuf request return the
+raw response; pyetcd's convenience methods (``get``, ``get_prefix``, ``transaction``…) are
+forwarded to ``worker.etcd.compat``; a few pass-through attributes.
 """
 
 from __future__ import annotations
 
-import collections
-import functools
-import threading
-import weakref
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable
 
-import grpc
-import tenacity
-from pyetcd import MultiEndpointEtcd3Client, etcdrpc
-from pyetcd import exceptions as pyetcd_exceptions
+from pyetcd import etcdrpc
 
 from worker.errors import ConfigError
-from worker.etcd.dial import dial as dial_endpoints
-from worker.etcd.endpoints import build_endpoints
-from worker.etcd.errors import (
-    EtcdError,
-    EtcdTimeoutError,
-    EtcdUnavailableError,
-    InvalidTokenError,
-    PermissionDeniedError,
-    denied_on,
-    from_grpc,
+import worker.etcd.kv as kv
+from worker.etcd.endpoints import parse_etcd_settings
+from worker.etcd.errors import EtcdError
+from worker.etcd.keepalive import LeaseKeeper
+from worker.etcd.transport import Transport
+from worker.etcd.txn import Txn
+from worker.etcd.version import known_bad, read_server_version
+from worker.etcd.watch import Watch
+from worker.etcd.types import (
+    DeleteResponse,
+    KV,
+    Lease,
+    LeaseTimeToLive,
+    PutResponse,
+    RangeResponse,
+    TxnResponse,
 )
 
-T = TypeVar("T")
 
-_RETRYABLE = (EtcdUnavailableError, EtcdTimeoutError)
+#: COMPAT (issue 18): pyetcd methods still reachable on the client (see MIGRATION.md)
+LEGACY_METHODS = frozenset({
+    "get", "get_prefix", "get_response", "get_prefix_response", "get_range_response", "get_all_response",
+    "get_lease_info", "status", "delete_prefix", "transaction", "lease", "revoke_lease", "refresh_lease",
+    "members", "hash", "transactions", "authstub", "metadata",
+})
 
 
-class EtcdClient(MultiEndpointEtcd3Client):
+class EtcdClient:
     """A multi-endpoint etcd v3 client; build it with :func:`connect`."""
 
-    def __init__(self, endpoints: list[Any], *, request_timeout: float = 2.0, dial_timeout: float = 2.0,
-                 username: str | None = None, password: str | None = None) -> None:
-        self._token: str | None = None
-        self._username = username
-        self._password = password
-        self._auth_lock = threading.Lock()
-        self.dial_timeout = dial_timeout
-        self.request_timeout = request_timeout
-        self.stats: collections.Counter[str] = collections.Counter()
-        #: called after every successful response (metrics: last etcd contact)
-        self.on_contact: Callable[[], None] | None = None
-        #: called with every error before it is raised (metrics: etcd errors by kind)
-        self.on_error: Callable[[EtcdError], None] | None = None
-        self._streams: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._closed = False
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
         #: the server version read at connect (``worker.etcd.version``); None: not read or not told
         self.server_version: str | None = None
         self._on_server_version: Callable[[str, bool], None] | None = None
-        super().__init__(endpoints=endpoints, timeout=request_timeout, failover=True)
-        # each channel's connectivity, so that failing over never picks a member that refuses
-        # connections (a killed one) while a reachable one exists
-        self._connectivity: dict[str, grpc.ChannelConnectivity] = {}
-        self._subscriptions: list[tuple[grpc.Channel, Callable[[Any], None]]] = []
-        for label, endpoint in self.endpoints.items():
-            callback = functools.partial(self._connectivity.__setitem__, label)
-            endpoint.channel.subscribe(callback, try_to_connect=False)
-            self._subscriptions.append((endpoint.channel, callback))
+        self._legacy: Any = None
+
+    # -- what the daemon wires up -------------------------------------------------------------
+    @property
+    def stats(self) -> Any:
+        """Requests issued, by name (a ``collections.Counter``)."""
+        return self.transport.stats
+
+    @property
+    def on_contact(self) -> Callable[[], None] | None:
+        return self.transport.on_contact
+
+    @on_contact.setter
+    def on_contact(self, callback: Callable[[], None] | None) -> None:
+        self.transport.on_contact = callback
+
+    @property
+    def on_error(self) -> Callable[[EtcdError], None] | None:
+        return self.transport.on_error
+
+    @on_error.setter
+    def on_error(self, callback: Callable[[EtcdError], None] | None) -> None:
+        self.transport.on_error = callback
 
     @property
     def on_server_version(self) -> Callable[[str, bool], None] | None:
@@ -90,243 +87,181 @@ class EtcdClient(MultiEndpointEtcd3Client):
     def on_server_version(self, callback: Callable[[str, bool], None] | None) -> None:
         self._on_server_version = callback
         if callback is not None and self.server_version is not None:
-            from worker.etcd.version import known_bad
             callback(self.server_version, known_bad(self.server_version) is not None)
-
-    # -- auth ---------------------------------------------------------------------------------
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...] | None:
-        """Per-call metadata: the current auth token, read afresh by every request."""
-        return (("token", self._token),) if self._token else None
-
-    @metadata.setter
-    def metadata(self, _value: Any) -> None:  # pyetcd's __init__ assigns it; the token is ours
-        pass
-
-    def stream_metadata(self) -> tuple[tuple[str, str], ...]:
-        """Metadata for watch and keepalive streams: the token, and etcd's require-leader flag
-        so that a member cut off from its cluster ends the stream instead of going silent."""
-        return (self.metadata or ()) + (("hasleader", "true"),)
-
-    @property
-    def uses_auth(self) -> bool:
-        """True when this client logs in with a username (streams re-authenticate then)."""
-        return bool(self._username)
-
-    def authenticate(self) -> None:
-        """Get a fresh token (also after the old one expired: pyetcd never renews it)."""
-        if not self._username:
-            return
-        request = etcdrpc.AuthenticateRequest(name=self._username, password=self._password or "")
-        with self._auth_lock:
-            self._token = None
-            response = self._send("authenticate", lambda: self.authstub.Authenticate(request, self.timeout),
-                                  idempotent=True, reauth=False)
-            self._token = response.token
-
-    # -- endpoints ----------------------------------------------------------------------------
-    @property
-    def channel(self) -> grpc.Channel:
-        """The channel of a healthy endpoint; when all failed lately, the least recently failed."""
-        if self._closed:
-            from worker.etcd.errors import EtcdClosedError
-            raise EtcdClosedError("etcd client is closed")
-        current = self.endpoint_in_use
-        if not current.is_failed():
-            return current.use()
-        label = min(self.endpoints, key=self._fallback_rank)
-        self._current_endpoint_label = label
-        endpoint = self.endpoints[label]
-        endpoint.last_failed = 0
-        return endpoint.use()
-
-    _STATE_RANK = {grpc.ChannelConnectivity.READY: 0, grpc.ChannelConnectivity.IDLE: 1,
-                   grpc.ChannelConnectivity.CONNECTING: 1, grpc.ChannelConnectivity.TRANSIENT_FAILURE: 2,
-                   grpc.ChannelConnectivity.SHUTDOWN: 3}
-
-    def _fallback_rank(self, label: str) -> tuple[bool, int, float]:
-        """Not failed lately first; then connected before connecting before refusing (after a
-        leader's death a live member may time out once: going back to the dead member then would
-        waste the retry); then the one that failed longest ago."""
-        endpoint = self.endpoints[label]
-        state = self._connectivity.get(label, grpc.ChannelConnectivity.IDLE)
-        return endpoint.is_failed(), self._STATE_RANK[state], endpoint.last_failed
-
-    def mark_failed(self) -> None:
-        """Move on from the current endpoint (also used by streams that lost it)."""
-        self.endpoint_in_use.fail()
-        self._clear_old_stubs()
 
     @property
     def endpoint_url(self) -> str:
-        ep = self.endpoint_in_use
-        return f"{ep.protocol}://{ep.netloc}"
+        return self.transport.endpoint_url
 
-    def dial(self) -> None:
-        """Wait until one endpoint's channel is ready, at most ``dial_timeout`` seconds
-        (a TLS mistake fails at once: see ``worker.etcd.dial``)."""
-        try:
-            self._current_endpoint_label = dial_endpoints(self.endpoints, self.dial_timeout)
-        except EtcdError as err:
-            self._report(err)
-            raise
+    @property
+    def endpoint_in_use(self) -> Any:  # COMPAT (issue 18): tests read endpoint_in_use.netloc
+        return self.transport.endpoint_in_use
 
-    # -- error funnel -------------------------------------------------------------------------
-    def _manage_grpc_errors(self, exc: grpc.RpcError) -> None:
-        """Called by pyetcd's own handlers: translate, mark the endpoint, raise ours."""
-        err = from_grpc(exc, where=self.endpoint_url)
-        if isinstance(err, _RETRYABLE):
-            self.mark_failed()
-        raise err from exc
+    @property
+    def request_timeout(self) -> float:
+        return self.transport.request_timeout
 
-    def _report(self, err: EtcdError) -> None:
-        if self.on_error is not None:
-            self.on_error(err)
+    def _send(self, name: str, call: Callable[[], Any], *, idempotent: bool, key: Any = None) -> Any:
+        return self.transport.send(name, call, idempotent=idempotent, key=key)
 
-    def _contact(self) -> None:
-        if self.on_contact is not None:
-            self.on_contact()
+    def _kv(self) -> Any:
+        return self.transport.stub(etcdrpc.KVStub)
 
-    def _once(self, name: str, call: Callable[[], T]) -> T:
-        self.stats[name] += 1
-        try:
-            result = call()
-        except grpc.RpcError as exc:
-            self._manage_grpc_errors(exc)
-            raise  # unreachable: _manage_grpc_errors always raises
-        except pyetcd_exceptions.Etcd3Exception as exc:
-            raise EtcdUnavailableError(f"{type(exc).__name__}: {exc} ({self.endpoint_url})") from exc
-        self._contact()
-        return result
+    # -- KV -----------------------------------------------------------------------------------
+    def range(self, key: str | bytes, **options: Any) -> RangeResponse:
+        """Read ``key`` (``prefix=True``: every key under it; ``range_end``, ``limit``,
+        ``revision``, ``sort_target``/``sort_order``, ``keys_only``, ``count_only``,
+        ``serializable``, ``min_``/``max_create_revision``, ``min_``/``max_mod_revision``)."""
+        if not isinstance(key, (str, bytes)):  # COMPAT (issue 18): a raw RangeRequest, raw answer
+            return self._raw_range(key)
+        return RangeResponse.from_pb(self._raw_range(kv.range_request(key, **options)))
 
-    def _send(self, name: str, call: Callable[[], T], *, idempotent: bool, reauth: bool = True,
-              key: Any = None) -> T:
-        """One request: re-authenticate once on an expired token; retry reads, bounded.
-
-        etcd's "permission denied" does not say on what: ``key`` (the key the request touches,
-        given by the caller, who knows it) is named in the error instead."""
-
-        def attempt() -> T:
-            try:
-                return self._once(name, call)
-            except InvalidTokenError:
-                if not (reauth and self._username):
-                    raise
-                self.authenticate()
-                return self._once(name, call)
-
-        try:
-            if not idempotent:
-                return attempt()
-            retrying = tenacity.Retrying(
-                stop=tenacity.stop_after_attempt(len(self.endpoints) + 2)
-                | tenacity.stop_after_delay(self.request_timeout),
-                wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
-                retry=tenacity.retry_if_exception_type(_RETRYABLE),
-                reraise=True,
-            )
-            return retrying(attempt)
-        except PermissionDeniedError as err:
-            named = denied_on(err, key)
-            self._report(named)
-            raise named from err
-        except EtcdError as err:
-            self._report(err)
-            raise
-
-    # -- raw requests -------------------------------------------------------------------------
-    def range(self, request: Any) -> Any:
-        """Send a ``RangeRequest`` built with ``worker.etcd.kv``; returns the ``RangeResponse``."""
-        return self._send("range", lambda: self.kvstub.Range(request, self.timeout, metadata=self.metadata),
+    def _raw_range(self, request: Any) -> Any:
+        t = self.transport
+        return self._send("range", lambda: self._kv().Range(request, t.request_timeout, metadata=t.metadata),
                           idempotent=True, key=request.key)
-
-    def txn(self, request: Any) -> Any:
-        """Send a ``TxnRequest``; returns the ``TxnResponse`` (with header and raw responses)."""
-        return self._send("txn", lambda: self.kvstub.Txn(request, self.timeout, metadata=self.metadata),
-                          idempotent=False, key=txn_key(request))
-
-    def lease_grant(self, ttl: int, lease_id: int = 0) -> Any:
-        request = etcdrpc.LeaseGrantRequest(TTL=ttl, ID=lease_id)
-        return self._send("lease_grant",
-                          lambda: self.leasestub.LeaseGrant(request, self.timeout, metadata=self.metadata),
-                          idempotent=False)
-
-    def lease_revoke(self, lease_id: int, timeout: float | None = None) -> None:
-        request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
-        self._send("lease_revoke",
-                   lambda: self.leasestub.LeaseRevoke(request, timeout or self.timeout, metadata=self.metadata),
-                   idempotent=True)
-
-    def lease_time_to_live(self, lease_id: int, keys: bool = False) -> Any:
-        request = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
-        return self._send("lease_ttl",
-                          lambda: self.leasestub.LeaseTimeToLive(request, self.timeout, metadata=self.metadata),
-                          idempotent=True)
 
     def current_revision(self, key: str | bytes = b"\0") -> int:
         """The store's revision now: a count-only read of ``key`` (pass a key under your own
         prefix when a least-privilege role may read nothing else)."""
-        from worker.etcd.kv import range_request
-        return self.range(range_request(key, count_only=True)).header.revision
+        return self.range(key, count_only=True).revision
 
-    # -- pyetcd API overrides -----------------------------------------------------------------
-    @property
-    def members(self) -> Iterator[Any]:  # pyetcd leaves this one undecorated
-        return iter(self._send("members", lambda: list(MultiEndpointEtcd3Client.members.fget(self)),
-                               idempotent=True))
+    def put(self, key: str | bytes, value: str | bytes, lease: int = 0, prev_kv: bool = False) -> PutResponse:
+        t = self.transport
+        lease = getattr(lease, "id", lease)  # COMPAT (issue 18): pyetcd's Lease objects
+        request = etcdrpc.PutRequest(key=kv.to_bytes(key), value=kv.to_bytes(value), lease=lease or 0,
+                                     prev_kv=prev_kv)
+        resp = self._send("put", lambda: self._kv().Put(request, t.request_timeout, metadata=t.metadata),
+                          idempotent=False, key=request.key)
+        return PutResponse(resp.header.revision, KV.from_pb(resp.prev_kv) if resp.prev_kv.key else None)
 
-    def hash(self) -> int:
-        return self._send("hash", lambda: self.maintenancestub.Hash(
-            etcdrpc.HashRequest(), self.timeout, metadata=self.metadata).hash, idempotent=True)
+    def delete(self, key: str | bytes, *, prefix: bool = False, range_end: bytes | None = None,
+               prev_kv: bool = False) -> DeleteResponse:
+        """Delete ``key`` (or every key under it); the answer is truthy when something was deleted."""
+        t = self.transport
+        request = kv.op_delete(key, prefix=prefix, range_end=range_end, prev_kv=prev_kv).request_delete_range
+        resp = self._send("delete", lambda: self._kv().DeleteRange(request, t.request_timeout,
+                                                                   metadata=t.metadata),
+                          idempotent=False, key=request.key)
+        return DeleteResponse(resp.header.revision, int(resp.deleted), [KV.from_pb(k) for k in resp.prev_kvs])
 
-    def refresh_lease(self, lease_id: int) -> Iterator[Any]:
-        """One keepalive round trip (pyetcd's is a lazy generator that sends nothing until read).
-        A daemon keeps its lease alive with ``worker.etcd.keepalive.LeaseKeeper`` instead."""
-        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
-        responses = self._send("lease_keepalive", lambda: list(self.leasestub.LeaseKeepAlive(
-            iter([request]), self.timeout, metadata=self.metadata)), idempotent=True)
-        return iter(responses)
+    def txn(self, request: Any = None) -> Any:
+        """A transaction builder bound to this client: ``client.txn().if_(...).then(...).commit()``.
 
-    def watch_response(self, key: str | bytes, **kwargs: Any) -> tuple[Iterator[Any], Callable[[], None]]:
-        """pyetcd's ``(responses, cancel)``, backed by a resilient watch that resumes after disconnects."""
-        from worker.etcd.watch import Watch
-        watch = Watch(self, key, **kwargs)
-        return iter(watch), watch.close
+        COMPAT (issue 18): given a raw ``TxnRequest`` (``worker.etcd.kv.txn_request``), sends it
+        and returns the raw ``TxnResponse``."""
+        if request is None:
+            return Txn(self)
+        return self._raw_txn(request)
 
-    def watch_once_response(self, key: str | bytes, timeout: float | None = None, **kwargs: Any) -> Any:
-        from worker.etcd.watch import Watch
-        with Watch(self, key, **kwargs) as watch:
-            response = watch.get(timeout=timeout)
-        if response is None:
-            raise EtcdTimeoutError(f"no watch event on {key!r} within {timeout} s")
-        return response
+    def commit(self, txn: Txn) -> TxnResponse:
+        """Send ``txn``; its ``TxnResponse``."""
+        return TxnResponse.from_pb(self._raw_txn(txn._pb))
 
-    def register_stream(self, stream: Any) -> None:
-        self._streams.add(stream)
+    def _raw_txn(self, request: Any) -> Any:
+        t = self.transport
+        return self._send("txn", lambda: self._kv().Txn(request, t.request_timeout, metadata=t.metadata),
+                          idempotent=False, key=txn_key(request))
+
+    def compact(self, revision: int, physical: bool = False) -> None:
+        t = self.transport
+        request = etcdrpc.CompactionRequest(revision=revision, physical=physical)
+        self._send("compact", lambda: self._kv().Compact(request, t.request_timeout, metadata=t.metadata),
+                   idempotent=False)
+
+    # -- leases -------------------------------------------------------------------------------
+    def _lease(self) -> Any:
+        return self.transport.stub(etcdrpc.LeaseStub)
+
+    def lease_grant(self, ttl: int, lease_id: int = 0) -> Lease:
+        t = self.transport
+        request = etcdrpc.LeaseGrantRequest(TTL=ttl, ID=lease_id)
+        resp = self._send("lease_grant", lambda: self._lease().LeaseGrant(request, t.request_timeout,
+                                                                          metadata=t.metadata),
+                          idempotent=False)
+        return Lease(int(resp.ID), int(resp.TTL))
+
+    def lease_revoke(self, lease_id: int, timeout: float | None = None) -> None:
+        t = self.transport
+        request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
+        self._send("lease_revoke", lambda: self._lease().LeaseRevoke(request, timeout or t.request_timeout,
+                                                                     metadata=t.metadata),
+                   idempotent=True)
+
+    def lease_time_to_live(self, lease_id: int, keys: bool = False) -> LeaseTimeToLive:
+        t = self.transport
+        request = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
+        resp = self._send("lease_ttl", lambda: self._lease().LeaseTimeToLive(request, t.request_timeout,
+                                                                             metadata=t.metadata),
+                          idempotent=True)
+        return LeaseTimeToLive(int(resp.ID), int(resp.TTL), int(resp.grantedTTL), list(resp.keys))
+
+    def keep_alive(self, lease_id: int, ttl: int, **options: Any) -> LeaseKeeper:
+        """Keep ``lease_id`` alive on a stream (``worker.etcd.keepalive.LeaseKeeper``)."""
+        return LeaseKeeper(self.transport, lease_id, ttl, **options)
+
+    # -- watch --------------------------------------------------------------------------------
+    def watch(self, key: str | bytes, **options: Any) -> Watch:
+        """A resilient ``Watch`` of ``key`` (``prefix=True``, ``range_end``, ``start_revision``…)."""
+        return Watch(self.transport, key, **options)
+
+    # -- auth admin (the etcd-role command) ---------------------------------------------------
+    def _auth(self, name: str, method: str, request: Any) -> Any:
+        t = self.transport
+        return self._send(name, lambda: getattr(t.stub(etcdrpc.AuthStub), method)(
+            request, t.request_timeout, metadata=t.metadata), idempotent=False)
+
+    def user_list(self) -> list[str]:
+        return list(self._auth("auth_user_list", "UserList", etcdrpc.AuthUserListRequest()).users)
+
+    def user_add(self, name: str, password: str) -> None:
+        self._auth("auth_user_add", "UserAdd", etcdrpc.AuthUserAddRequest(name=name, password=password))
+
+    def role_add(self, name: str) -> None:
+        self._auth("auth_role_add", "RoleAdd", etcdrpc.AuthRoleAddRequest(name=name))
+
+    def role_grant_prefix(self, role: str, prefix: str) -> None:
+        """Grant ``role`` readwrite on every key under ``prefix``."""
+        from pyetcd.etcdrpc import auth_pb2
+        perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=kv.to_bytes(prefix),
+                                   range_end=kv.prefix_end(prefix))
+        self._auth("auth_role_grant", "RoleGrantPermission",
+                   etcdrpc.AuthRoleGrantPermissionRequest(name=role, perm=perm))
+
+    def user_grant_role(self, user: str, role: str) -> None:
+        self._auth("auth_user_grant", "UserGrantRole", etcdrpc.AuthUserGrantRoleRequest(user=user, role=role))
+
+    def server_status(self) -> str:
+        """The version the answering member reports (Maintenance Status)."""
+        t = self.transport
+        resp = self._send("status", lambda: t.stub(etcdrpc.MaintenanceStub).Status(
+            etcdrpc.StatusRequest(), t.request_timeout, metadata=t.metadata), idempotent=True)
+        return str(resp.version)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def authenticate(self) -> None:
+        self.transport.authenticate()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        for stream in list(self._streams):
-            stream.close()
-        self._closed = True
-        for channel, callback in self._subscriptions:
-            channel.unsubscribe(callback)
-        super().close()
+        self.transport.close()
+
+    def __enter__(self) -> EtcdClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
-        return f"<EtcdClient {', '.join(self.endpoints)}>"
+        return f"<EtcdClient {', '.join(self.transport.endpoints)}>"
 
-
-def _wrap(name: str, idempotent: bool) -> Callable[..., Any]:
-    base = getattr(MultiEndpointEtcd3Client, name)
-
-    @functools.wraps(base)
-    def method(self: EtcdClient, *args: Any, **kwargs: Any) -> Any:
-        key = args[0] if args and isinstance(args[0], (str, bytes)) else kwargs.get("key")
-        return self._send(name, lambda: base(self, *args, **kwargs), idempotent=idempotent, key=key)
-
-    return method
+    # -- COMPAT (issue 18) --------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        if name in LEGACY_METHODS:
+            if self.__dict__.get("_legacy") is None:
+                from worker.etcd.compat import LegacyClient
+                self.__dict__["_legacy"] = LegacyClient(self.transport)
+            return getattr(self.__dict__["_legacy"], name)
+        raise AttributeError(name)
 
 
 def txn_key(request: Any) -> bytes | None:
@@ -350,15 +285,6 @@ def txn_key(request: Any) -> bytes | None:
     return request.compare[0].key if request.compare else None
 
 
-# pyetcd methods that issue exactly one request (the composite ones call these, so each request
-# is counted and funnelled once). Reads may be retried; writes are sent once.
-for _name in ("get_response", "get_prefix_response", "get_range_response", "get_all_response",
-              "get_lease_info", "status"):
-    setattr(EtcdClient, _name, _wrap(_name, True))
-for _name in ("put", "delete", "delete_prefix", "transaction", "lease", "revoke_lease", "compact"):
-    setattr(EtcdClient, _name, _wrap(_name, False))
-
-
 def connect(endpoints: list[str] | str, *, ca_cert: str | None = None, cert: str | None = None,
             key: str | None = None, username: str | None = None, password: str | None = None,
             dial_timeout: float = 2.0, request_timeout: float = 2.0, dial: bool = True) -> EtcdClient:
@@ -373,26 +299,21 @@ def connect(endpoints: list[str] | str, *, ca_cert: str | None = None, cert: str
     ``EtcdUnavailableError`` naming the endpoints when none answers in time, and
     ``EtcdAuthError`` when the credentials are refused.
     """
-    if isinstance(endpoints, str):
-        endpoints = [e for e in endpoints.split(",") if e.strip()]
-    if password is not None and not username:
-        raise ConfigError("etcd.username: a password was given without a username")
-    if username and password is None:
-        raise ConfigError("etcd.username: a username was given without a password")
-    for name, value in (("dial_timeout", dial_timeout), ("request_timeout", request_timeout)):
-        if not value or value <= 0:
-            raise ConfigError(f"etcd.{name}: must be a positive number of seconds, got {value!r}")
-    built = build_endpoints(list(endpoints), ca_cert=ca_cert, cert=cert, key=key,
-                            has_password=password is not None)
-    client = EtcdClient(built, request_timeout=request_timeout, dial_timeout=dial_timeout,
-                        username=username, password=password)
+    settings = parse_etcd_settings(endpoints, ca_cert=ca_cert, cert=cert, key=key, username=username,
+                                   password=password, dial_timeout=dial_timeout,
+                                   request_timeout=request_timeout)
+    transport = Transport(settings.build(), request_timeout=request_timeout, dial_timeout=dial_timeout,
+                          username=username, password=password)
+    client = EtcdClient(transport)
     try:
         if dial:
-            client.dial()
-        client.authenticate()
-        from worker.etcd.version import read_server_version
+            transport.dial()
+        transport.authenticate()
         client.server_version = read_server_version(client)
     except BaseException:
         client.close()
         raise
     return client
+
+
+__all__ = ["ConfigError", "EtcdClient", "connect", "txn_key"]

@@ -2,7 +2,9 @@
 
 gRPC status codes and pyetcd's exception zoo never leave ``worker.etcd``: callers decide on
 *kinds* (retry later, re-authenticate, re-list after compaction, give up) and the kind is the type.
-The ``kind`` attribute is the label used by the ``etcd_errors_total`` metric.
+The ``kind`` attribute is the one vocabulary of error kinds: the label of the ``etcd_errors_total``
+metric and the ``kind`` of log lines (``ETCD_ERROR_KINDS`` lists them). Refusals of every sort
+(credentials, an expired token, a permission) are one kind, ``auth``: what an operator acts on.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import grpc
 
 from worker.errors import WorkerError
+
+#: every ``EtcdError.kind``, in the order the metric declares them
+ETCD_ERROR_KINDS = ("unavailable", "timeout", "tls", "auth", "compacted", "lease_not_found", "request", "other")
 
 
 class EtcdError(WorkerError):
@@ -45,14 +50,11 @@ class EtcdAuthError(EtcdError):
 class InvalidTokenError(EtcdAuthError):
     """The auth token expired or was invalidated; the client re-authenticates and retries once."""
 
-    kind = "auth_token"
-
 
 class PermissionDeniedError(EtcdAuthError):
     """The user's role does not allow this request on this key (``key``: the key the caller
     touched, when known; etcd's own message does not name it)."""
 
-    kind = "permission"
     key: str | None = None
 
 
@@ -85,8 +87,6 @@ class MessageTooLargeError(EtcdRequestError):
 
 class EtcdClosedError(EtcdError):
     """The client (or the stream) was closed by us."""
-
-    kind = "closed"
 
 
 def denied_on(err: PermissionDeniedError, key: object) -> PermissionDeniedError:

@@ -15,28 +15,27 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import grpc
 from pyetcd import etcdrpc
 
 from worker.etcd.errors import EtcdError, InvalidTokenError, LeaseNotFoundError, from_grpc
-from worker.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from worker.etcd.client import EtcdClient
+from worker.etcd.retry import Retry
+from worker.etcd.transport import HasTransport, Transport
 
 #: a broken keepalive stream is opened again soon: the lease's TTL is the budget
-RETRY = RetryPolicy(initial=0.05, maximum=0.5)
+RETRY = Retry(initial=0.05, maximum=0.5)
 
 
 class LeaseKeeper:
     """Keep ``lease_id`` alive until ``stop()``; ``lost`` is set when the lease is gone."""
 
-    def __init__(self, client: EtcdClient, lease_id: int, ttl: int, *,
+    def __init__(self, transport: Transport | HasTransport, lease_id: int, ttl: int, *,
                  on_lost: Callable[[str], None] | None = None, interval: float | None = None,
                  granted_at: float | None = None) -> None:
-        self._client = client
+        # COMPAT (issue 18): an EtcdClient is accepted for its transport (new code: client.keep_alive(...))
+        self._transport: Transport = transport if isinstance(transport, Transport) else transport.transport
         self.lease_id = lease_id
         self.ttl = ttl
         self.interval = interval if interval is not None else max(ttl / 3.0, 0.05)
@@ -81,39 +80,38 @@ class LeaseKeeper:
             self._on_lost(reason)
 
     def _run(self) -> None:
-        attempt = 0
+        retry = RETRY.copy(stop=self._stop)
         while not self._stop.is_set() and not self.lost.is_set():
             try:
                 self._stream_once()
-                attempt = 0
+                retry.reset()
             except grpc.RpcError as exc:
                 if self._stop.is_set() or self.lost.is_set():
                     break
-                err = from_grpc(exc, where=self._client.endpoint_url)
+                err = from_grpc(exc, where=self._transport.endpoint_url)
                 if isinstance(err, LeaseNotFoundError):
                     self._lose("lease not found (expired or revoked)")
                     break
                 if isinstance(err, InvalidTokenError):
                     try:
-                        self._client.authenticate()
+                        self._transport.authenticate()
                     except EtcdError:
                         pass
                 else:
-                    self._client.mark_failed()
+                    self._transport.mark_failed()
             except EtcdError:
                 pass  # no channel (client closed, all endpoints down): try again until the deadline
             if time.monotonic() >= self.deadline:
                 self._lose(f"no keepalive answered for {self.ttl} s (lease TTL)")
                 break
-            attempt += 1
-            if self._stop.wait(min(RETRY.wait(attempt), max(0.0, self.deadline - time.monotonic()))):
+            if not retry.pause(limit=max(0.0, self.deadline - time.monotonic())):
                 break
 
     def _stream_once(self) -> None:
         done = threading.Event()
         sent: collections.deque[float] = collections.deque()
-        stub = etcdrpc.LeaseStub(self._client.channel)
-        call = stub.LeaseKeepAlive(self._requests(done, sent), metadata=self._client.stream_metadata())
+        stub = self._transport.stub(etcdrpc.LeaseStub)
+        call = stub.LeaseKeepAlive(self._requests(done, sent), metadata=self._transport.stream_metadata())
         with self._lock:
             if self._stop.is_set() or self.lost.is_set():
                 call.cancel()
@@ -128,7 +126,7 @@ class LeaseKeeper:
                 self.keepalives += 1
                 self.deadline = max(self.deadline, sent_at + response.TTL)
                 self.last_confirmed = time.monotonic()
-                self._client._contact()
+                self._transport.contact()
         finally:
             done.set()
 
@@ -137,7 +135,7 @@ class LeaseKeeper:
         request = etcdrpc.LeaseKeepAliveRequest(ID=self.lease_id)
         while True:
             sent.append(time.monotonic())
-            self._client.stats["lease_keepalive"] += 1
+            self._transport.stats["lease_keepalive"] += 1
             yield request
             next_send = time.monotonic() + self.interval
             while True:

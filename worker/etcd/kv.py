@@ -122,6 +122,9 @@ def to_compare(cmp: Any) -> Any:
     """Accept a raw ``etcdrpc.Compare`` or a pyetcd compare object (``client.transactions.create(k) == 3``)."""
     if isinstance(cmp, etcdrpc.Compare):
         return cmp
+    pb = getattr(cmp, "_pb", None)  # a worker.etcd.txn.Cmp
+    if isinstance(pb, etcdrpc.Compare):
+        return pb
     if hasattr(cmp, "build_message"):
         return cmp.build_message()
     raise TypeError(f"not a compare: {cmp!r}")

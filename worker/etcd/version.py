@@ -18,10 +18,9 @@ import json
 import logging
 import ssl
 import urllib.request
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
-from pyetcd import etcdrpc
 
 from worker.etcd.errors import EtcdError
 
@@ -29,6 +28,19 @@ from worker.etcd.errors import EtcdError
 #: authenticated user with put permission on the keys attached, and Maintenance.Status needs root
 #: until 3.5.32; the generated role meets all of it (``worker.ops.etcd_role.RELEASE_NOTES``), so no
 #: release is listed for its auth rules. A release whose rules the role cannot meet belongs here.
+class _VersionClient(Protocol):
+    @property
+    def endpoint_url(self) -> str: ...
+
+    @property
+    def endpoint_in_use(self) -> Any: ...
+
+    @property
+    def request_timeout(self) -> float: ...
+
+    def server_status(self) -> str: ...
+
+
 KNOWN_BAD = {v: "data inconsistency after a crash (fixed in 3.5.3)" for v in ("3.5.0", "3.5.1", "3.5.2")}
 
 
@@ -37,8 +49,8 @@ def known_bad(version: str | None) -> str | None:
     return KNOWN_BAD.get((version or "").strip().lstrip("v"))
 
 
-def read_server_version(client: Any) -> str | None:
-    """The version the answering member reports (Maintenance Status), logged once; a warning when
+def read_server_version(client: _VersionClient) -> str | None:
+    """The version the answering member reports (``GET /version``, else Maintenance Status), logged once; a warning when
     it is a known-bad release. None (logged, not raised) when the member will not say."""
     version = _http_version(client)
     if version is None:
@@ -54,7 +66,7 @@ def read_server_version(client: Any) -> str | None:
     return version
 
 
-def _http_version(client: Any) -> str | None:
+def _http_version(client: _VersionClient) -> str | None:
     """``etcdserver`` of the answering member's ``GET /version`` (with the client's own TLS files),
     or None when it does not answer so."""
     endpoint = client.endpoint_in_use
@@ -66,7 +78,7 @@ def _http_version(client: Any) -> str | None:
         if cert:
             context.load_cert_chain(cert, key)
     try:
-        with urllib.request.urlopen(client.endpoint_url + "/version", timeout=client.timeout,
+        with urllib.request.urlopen(client.endpoint_url + "/version", timeout=client.request_timeout,
                                     context=context) as response:
             version = json.loads(response.read()).get("etcdserver")
     except Exception:  # noqa: BLE001 - not served here, or refused: fall back to Status
@@ -74,15 +86,13 @@ def _http_version(client: Any) -> str | None:
     return str(version) if isinstance(version, str) and version else None
 
 
-def _status_version(client: Any) -> str | None:
+def _status_version(client: _VersionClient) -> str | None:
     """The version from Maintenance Status (admin-only on 3.5.28-3.5.31), or None (logged)."""
     try:
-        response = client._send("status", lambda: client.maintenancestub.Status(
-            etcdrpc.StatusRequest(), client.timeout, metadata=client.metadata), idempotent=True)
+        return client.server_status()
     except EtcdError as err:
         _log("warning", "etcd_server_version_unknown", error=str(err), endpoint=client.endpoint_url)
         return None
-    return str(response.version)
 
 
 def _log(level: str, event: str, **fields: Any) -> None:

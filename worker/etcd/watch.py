@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import grpc
 from pyetcd import etcdrpc
-from pyetcd import events as pyetcd_events
 
 from worker.etcd.errors import (
     CompactedError,
@@ -28,31 +26,16 @@ from worker.etcd.errors import (
     denied_on,
     from_grpc,
 )
-from worker.etcd.kv import to_bytes
-from worker.retry import RetryPolicy
+from worker.etcd.kv import prefix_end, to_bytes
+from worker.etcd.retry import Retry
+from worker.etcd.transport import HasTransport, Transport
+from worker.etcd.types import DeleteEvent, Event, PutEvent, WatchResponse
 
-#: the event types a ``WatchResponse`` carries (re-exported: pyetcd's types stay in ``worker.etcd``)
-DeleteEvent = pyetcd_events.DeleteEvent
-PutEvent = pyetcd_events.PutEvent
-
-if TYPE_CHECKING:
-    from worker.etcd.client import EtcdClient
+__all__ = ["DeleteEvent", "Event", "PutEvent", "Watch", "WatchResponse"]
 
 #: a broken watch stream is opened again soon, from the next revision it has not delivered
-RETRY = RetryPolicy(initial=0.05, maximum=1.0)
+RETRY = Retry(initial=0.05, maximum=1.0)
 _CLOSED = object()
-
-
-@dataclass
-class WatchResponse:
-    """What pyetcd's watch responses carry: the header and the events (``PutEvent``/``DeleteEvent``)."""
-
-    header: Any
-    events: list[Any] = field(default_factory=list)
-
-    @property
-    def revision(self) -> int:
-        return int(self.header.revision)
 
 
 class Watch:
@@ -64,15 +47,17 @@ class Watch:
     long as the watch is open. ``reconnects`` counts re-opened streams.
     """
 
-    def __init__(self, client: EtcdClient, key: str | bytes, *, range_end: str | bytes | None = None,
-                 start_revision: int | None = None, prev_kv: bool = False, progress_notify: bool = False,
-                 filters: list[Any] | None = None) -> None:
-        self._client = client
+    def __init__(self, transport: Transport | HasTransport, key: str | bytes, *,
+                 range_end: str | bytes | None = None, prefix: bool = False, start_revision: int | None = None,
+                 prev_kv: bool = False, progress_notify: bool = False) -> None:
+        # COMPAT (issue 18): an EtcdClient is accepted for its transport (new code: client.watch(...))
+        self._transport: Transport = transport if isinstance(transport, Transport) else transport.transport
         self._key = to_bytes(key)
+        if prefix:
+            range_end = prefix_end(self._key)
         self._range_end = to_bytes(range_end) if range_end is not None else b""
         self._prev_kv = prev_kv
         self._progress_notify = progress_notify
-        self._filters = list(filters or [])
         self._next_revision = start_revision or 0
         self._queue: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
@@ -82,7 +67,7 @@ class Watch:
         self._stream_created = False
         #: set once the first stream is established (so "from now on" has a defined start)
         self.started = threading.Event()
-        client.register_stream(self)
+        self._transport.register_stream(self)
         self._thread = threading.Thread(target=self._run, name=f"watch {self._key!r}", daemon=True)
         self._thread.start()
 
@@ -110,7 +95,7 @@ class Watch:
             if item is not None:
                 yield item
 
-    def events(self) -> Iterator[Any]:
+    def events(self) -> Iterator[Event]:
         for response in self:
             yield from response.events
 
@@ -136,7 +121,7 @@ class Watch:
         create = etcdrpc.WatchCreateRequest(key=self._key, range_end=self._range_end,
                                             start_revision=self._next_revision,
                                             progress_notify=self._progress_notify,
-                                            prev_kv=self._prev_kv, filters=self._filters)
+                                            prev_kv=self._prev_kv)
         return etcdrpc.WatchRequest(create_request=create)
 
     def _requests(self, done: threading.Event) -> Iterator[Any]:
@@ -144,32 +129,32 @@ class Watch:
         done.wait()  # keep the request side open until this stream ends
 
     def _run(self) -> None:
-        attempt = 0
+        retry = RETRY.copy(stop=self._stop)
         fresh_token = False  # re-authenticated since the last stream was refused for permission
         while not self._stop.is_set():
             if self._stream_created:  # a stream worked since: a later denial earns a re-login again
                 fresh_token = False
                 self._stream_created = False
+            error: BaseException | None = None
             try:
-                delivered = self._stream_once()
-                if delivered:
-                    attempt = 0
+                if self._stream_once():
+                    retry.reset()
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
-                err = from_grpc(exc, where=self._client.endpoint_url)
+                err = from_grpc(exc, where=self._transport.endpoint_url)
                 if isinstance(err, InvalidTokenError):
                     self._reauthenticate()
                 elif isinstance(err, PermissionDeniedError):
                     self._fail(denied_on(err, self._key))
                     return
                 else:
-                    self._client.mark_failed()
+                    self._transport.mark_failed()
             except PermissionDeniedError as err:
                 # etcd answers a watch opened with an expired or forgotten token (simple tokens
                 # die with a restart) with "permission denied", like a real denial: re-authenticate
                 # once and retry; denied again with a fresh token, it is real.
-                if self._client.uses_auth and not fresh_token:
+                if self._transport.uses_auth and not fresh_token:
                     fresh_token = True
                     if self._reauthenticate():
                         continue
@@ -181,14 +166,13 @@ class Watch:
             except EtcdError:
                 if self._stop.is_set():
                     break
-            attempt += 1
-            if self._stop.wait(RETRY.wait(attempt)):
+            if not retry.pause(error):
                 break
             self.reconnects += 1
 
     def _reauthenticate(self) -> bool:
         try:
-            self._client.authenticate()
+            self._transport.authenticate()
             return True
         except EtcdError:
             return False
@@ -206,8 +190,8 @@ class Watch:
             done.set()
 
     def _consume(self, done: threading.Event) -> bool:
-        stub = etcdrpc.WatchStub(self._client.channel)
-        call = stub.Watch(self._requests(done), metadata=self._client.stream_metadata())
+        stub = self._transport.stub(etcdrpc.WatchStub)
+        call = stub.Watch(self._requests(done), metadata=self._transport.stream_metadata())
         with self._call_lock:
             if self._stop.is_set():
                 call.cancel()
@@ -231,16 +215,16 @@ class Watch:
                     self._next_revision = response.header.revision + 1
                 self.started.set()
                 self._stream_created = True
-                self._client._contact()
+                self._transport.contact()
                 continue
             if response.events:
                 self._next_revision = response.events[-1].kv.mod_revision + 1
-                self._queue.put(WatchResponse(response.header,
-                                              [pyetcd_events.new_event(e) for e in response.events]))
+                self._queue.put(WatchResponse(response.header.revision,
+                                              [Event.from_pb(e) for e in response.events]))
                 delivered = True
             elif response.header.revision >= self._next_revision:
                 # progress notification: nothing happened up to this revision
                 self._next_revision = response.header.revision + 1
-                self._queue.put(WatchResponse(response.header, []))
-            self._client._contact()
+                self._queue.put(WatchResponse(response.header.revision, []))
+            self._transport.contact()
         return delivered

@@ -27,11 +27,12 @@ from typing import Any, Callable
 from worker.control import clear_switchover, request_switchover
 from worker.concurrency.line import candidates
 from worker.etcd.client import EtcdClient
+from worker.identity import Identity
 from worker.errors import WorkerError
 from worker.ops.audit import KINDS, audit
 from worker.ops.measure import current_leader, measure_failover
 from worker.ops.release import release_killed
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 MODES = ("resign", "kill", "stop")
 
@@ -40,10 +41,10 @@ class DrillError(WorkerError):
     """The drill could not run (no leader, nothing to fail over to)."""
 
 
-def _local_pid(identity: dict[str, Any]) -> int | None:
+def _local_pid(identity: Identity) -> int | None:
     """The leader's pid when it runs on this host and is alive (signals then reach it)."""
-    pid = identity.get("pid")
-    if identity.get("host") != socket.gethostname() or not isinstance(pid, int):
+    pid = identity.pid
+    if identity.host != socket.gethostname() or pid is None:
         return None
     try:
         os.kill(pid, 0)
@@ -54,7 +55,7 @@ def _local_pid(identity: dict[str, Any]) -> int | None:
 
 def run_drill(client: EtcdClient, keys: Keys, mode: str, *, timeout: float = 60.0, use_signals: bool = True,
               say: Callable[[str], None] = lambda _: None,
-              health_url: Callable[[dict[str, Any]], str | None] | None = None) -> dict[str, Any]:
+              health_url: Callable[[Identity], str | None] | None = None) -> dict[str, Any]:
     """Run one drill; returns the ``drill --json`` object. ``ok`` needs a new leader of a new term,
     its first pass seen, every figure measured and no violation of any kind in the history since the
     fault (``stale_writes`` counts the ``stale_term`` ones, ``audit_violations`` every kind);
@@ -86,7 +87,7 @@ def run_drill(client: EtcdClient, keys: Keys, mode: str, *, timeout: float = 60.
     how = ("switchover key" if mode == "resign" else
            f"{'SIGKILL' if mode == 'kill' else 'SIGSTOP'} to pid {pid}" if pid is not None else
            f"revoking lease {leader_kv.lease:x}")
-    say(f"leader {identity['instance_id']} (term {term}); fault: {mode} by {how}")
+    say(f"leader {identity.instance_id} (term {term}); fault: {mode} by {how}")
     try:
         result = measure_failover(client, keys, fault, mode=mode, timeout=timeout, health_url=health_url)
     finally:

@@ -2,7 +2,8 @@
 
 Everything the worker does stays under ``{ns}/`` (its reads of the revision included), so this role
 is all it needs, on every etcd 3.5 release tested (3.5.1, 3.5.16, 3.5.30). ``RELEASE_NOTES`` says
-why that still holds from etcd 3.5.28, which tightened auth (CVE-2026-33413, CVE-2026-33343). ``print_commands`` gives the ``etcdctl``
+why that still holds from etcd 3.5.28, which tightened auth (CVE-2026-33413, CVE-2026-33343).
+``print_commands`` gives the ``etcdctl``
 lines an etcd admin runs once; ``apply`` does the same through the Auth API, idempotently (an
 existing user, role or grant is left as it is, so it can run on every deploy).
 """
@@ -13,10 +14,6 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from worker.etcd import etcdrpc
-from worker.etcd import auth_pb2
-
-from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError, EtcdRequestError
 
@@ -71,26 +68,15 @@ def _tolerate_exists(call: Callable[[], Any], say: Callable[[str], None], what: 
 
 def apply(client: EtcdClient, plan: RolePlan, password: str | None, say: Callable[[str], None] = print) -> None:
     """Create the user and role and grant the prefix, through the Auth API (admin credentials)."""
-    stub = client.authstub
-
-    def send(name: str, method: Any, request: Any) -> Any:
-        return client._send(name, lambda: method(request, client.timeout, metadata=client.metadata),
-                            idempotent=False)
-
-    users = send("auth_user_list", stub.UserList, etcdrpc.AuthUserListRequest()).users
-    if plan.user in users:
+    if plan.user in client.user_list():
         say(f"user {plan.user}: already there (password unchanged)")
     else:
         if not password:
             raise EtcdError(f"user {plan.user} does not exist: give its password with --password-file")
-        send("auth_user_add", stub.UserAdd, etcdrpc.AuthUserAddRequest(name=plan.user, password=password))
+        client.user_add(plan.user, password)
         say(f"user {plan.user}: created")
-    _tolerate_exists(lambda: send("auth_role_add", stub.RoleAdd, etcdrpc.AuthRoleAddRequest(name=plan.role)),
-                     say, f"role {plan.role}")
-    perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=plan.prefix.encode(),
-                               range_end=kv.prefix_end(plan.prefix))
-    send("auth_role_grant", stub.RoleGrantPermission,
-         etcdrpc.AuthRoleGrantPermissionRequest(name=plan.role, perm=perm))
+    _tolerate_exists(lambda: client.role_add(plan.role), say, f"role {plan.role}")
+    client.role_grant_prefix(plan.role, plan.prefix)
     say(f"role {plan.role}: readwrite on prefix {plan.prefix}")
-    send("auth_user_grant", stub.UserGrantRole, etcdrpc.AuthUserGrantRoleRequest(user=plan.user, role=plan.role))
+    client.user_grant_role(plan.user, plan.role)
     say(f"user {plan.user}: has role {plan.role}")

@@ -31,12 +31,12 @@ from typing import Any, Callable
 
 from worker.etcd import DeleteEvent
 
-from worker.concurrency.line import leader as line_leader
-from worker.daemon.identity import parse_identity
+from worker.concurrency.line import Candidate, leader as line_leader
+from worker.identity import Identity
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.watch import Watch
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 #: seconds between polls of the new leader's HTTP answers (a watch event wakes us sooner)
 POLL = 0.002
@@ -80,10 +80,10 @@ def format_ms(value: float | None) -> str:
     return "unmeasured" if value is None else f"{value:.1f} ms"
 
 
-def current_leader(client: EtcdClient, keys: Keys) -> tuple[dict[str, Any], Any] | None:
+def current_leader(client: EtcdClient, keys: Keys) -> tuple[Identity, Candidate] | None:
     """(identity, ``Candidate``) of the current leader (``worker.concurrency.leader``), or None."""
     found = line_leader(client, keys.election)
-    return (parse_identity(found.value), found) if found is not None else None
+    return (found.identity, found) if found is not None else None
 
 
 def http_json(url: str, timeout: float = 0.5) -> tuple[int, Any]:
@@ -100,9 +100,8 @@ def http_json(url: str, timeout: float = 0.5) -> tuple[int, Any]:
         return 0, None
 
 
-def proclaimed_health_url(identity: dict[str, Any]) -> str | None:
-    http = identity.get("http")
-    return f"http://{http}/healthz" if http else None
+def proclaimed_health_url(identity: Identity) -> str | None:
+    return f"http://{identity.http}/healthz" if identity.http else None
 
 
 class _Probe:
@@ -130,13 +129,13 @@ class _Probe:
 
 
 def measure_failover(client: EtcdClient, keys: Keys, fault: Callable[[], None], *, mode: str,
-                     health_url: Callable[[dict[str, Any]], str | None] | None = None,
+                     health_url: Callable[[Identity], str | None] | None = None,
                      timeout: float = 30.0) -> Failover:
     """Trigger ``fault`` and time the takeover. ``health_url(identity)`` gives the new leader's
     ``/healthz`` URL (default: the ``http`` address it proclaims). Raises ``TimeoutError`` when no
     new leader appears within ``timeout``; a later figure that cannot be measured is null."""
     before = current_leader(client, keys)
-    old_id = before[0]["instance_id"] if before else None
+    old_id = before[0].instance_id if before else None
     old_term = before[1].create_revision if before else 0
     lock_prefix = (keys.lock + "/").encode()
     stamp_key = keys.stamp.encode()
@@ -157,7 +156,7 @@ def measure_failover(client: EtcdClient, keys: Keys, fault: Callable[[], None], 
             if left <= 0:
                 raise TimeoutError(f"no new leader within {timeout:g} s of the fault")
             watch.get(timeout=left)
-        result = Failover(mode, old_id, identity["instance_id"], handover, None, None,
+        result = Failover(mode, old_id, identity.instance_id, handover, None, None,
                           new_term=new.create_revision, sources={"handover_ms": "etcd"})
         url = (health_url or proclaimed_health_url)(identity)
         probe = _Probe(url, "the new leader proclaims no HTTP address")

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from worker.protection.keys import valid_id
+from worker.keys import valid_id
 
 #: DR ``replication`` value -> protection state of an allocated cluster with a DR site
 REPLICATION_STATES = {"in_sync": "protected", "syncing": "protecting", "broken": "degraded"}

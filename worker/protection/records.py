@@ -58,7 +58,7 @@ class Record:
         return cls(**data)
 
 
-_scan = json.JSONDecoder().scan_once
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # exists, untyped in typeshed
 
 
 def loads(raw: bytes | str) -> Any:

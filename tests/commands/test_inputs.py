@@ -13,7 +13,7 @@ from worker.cli import main
 from worker.concurrency import Election, Mutex, Session
 from worker.concurrency.errors import SessionExpiredError, WaitTimeoutError
 from worker.etcd import connect
-from worker.ops.embedded_etcd import find_binary
+from worker.demo.embedded_etcd import find_binary
 from worker.protection.keys import Keys
 
 from tests.protection.helpers import cluster, count, dr, get, put, record

@@ -16,33 +16,32 @@ Where Go's version fails, this one keeps going:
 * A failed read while waiting (etcd restarting) is retried until the stop condition fires: the
   session's lease, not one RPC, decides whether the waiter is still in the queue.
 
-Every wait is bounded by a ``Stop``: a deadline, a cancel event and the session's ``done``.
+Every wait is bounded by a ``WaitBound``: a deadline, a cancel event and the session's ``done``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
-
+from typing import TYPE_CHECKING
 
 from worker.concurrency.errors import SessionExpiredError, WaitCancelledError, WaitTimeoutError
-from worker.etcd import kv
+from worker.etcd.client import EtcdClient
 from worker.etcd.errors import CompactedError, EtcdTimeoutError, EtcdUnavailableError
-from worker.etcd.watch import DeleteEvent, Watch
-from worker.retry import RetryPolicy
+from worker.etcd.retry import Retry
+from worker.etcd.txn import LAST_CREATE
+from worker.etcd.types import Header, RangeResponse
 
 if TYPE_CHECKING:
     from worker.concurrency.session import Session
-    from worker.etcd.client import EtcdClient
 
 #: how often a blocked wait looks at its cancel event and the session (events wake it at once)
 POLL = 0.05
 #: between reads while etcd is unreachable
-RETRY = RetryPolicy(initial=POLL, maximum=1.0)
+RETRY = Retry(initial=POLL, maximum=1.0, retry_on=(EtcdUnavailableError, EtcdTimeoutError))
 
 
-class Stop:
+class WaitBound:
     """Why a wait must end early: ``timeout`` seconds passed, ``cancel`` set, or the session done."""
 
     def __init__(self, timeout: float | None = None, cancel: threading.Event | None = None,
@@ -81,40 +80,38 @@ class Stop:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
 
-def wait_delete(client: EtcdClient, key: bytes, rev: int, stop: Stop) -> None:
+def wait_delete(client: EtcdClient, key: bytes, rev: int, stop: WaitBound) -> None:
     """Return once ``key`` is deleted at or after revision ``rev`` (or its history was compacted away:
     the caller then re-reads, which tells the same thing without the history)."""
-    with Watch(client, key, start_revision=rev) as watch:
+    with client.watch(key, start_revision=rev) as watch:
         while True:
             stop.check()
             try:
                 response = watch.get(timeout=stop.slice())
             except CompactedError:
                 return
-            if response is not None and any(isinstance(e, DeleteEvent) for e in response.events):
+            if response is not None and any(e.kind == "delete" for e in response.events):
                 return
 
 
-def wait_deletes(client: EtcdClient, prefix: str, max_create_rev: int, stop: Stop) -> Any:
+def wait_deletes(client: EtcdClient, prefix: str, max_create_rev: int, stop: WaitBound) -> Header:
     """Go's ``waitDeletes``: wait until no key under ``prefix`` has create revision <= ``max_create_rev``.
 
     Returns the header of the last read (which found no such key).
     """
-    failures = 0
+    def read() -> RangeResponse:
+        stop.check()  # its errors (timeout, cancel, session expired) end the wait: not retried
+        return client.range(prefix, max_create_revision=max_create_rev, **LAST_CREATE)
+
+    # etcd restarting or unreachable: the read is retried until the bound says stop (the
+    # session's lease decides, not one read)
+    retry = RETRY.copy(sleep=stop.sleep)
     while True:
-        stop.check()
-        try:
-            resp = client.range(kv.last_create(prefix, max_create_revision=max_create_rev))
-        except (EtcdUnavailableError, EtcdTimeoutError) as err:
-            # etcd is restarting or unreachable: the lease decides (session.done), not one read
-            failures += 1
-            stop.sleep(RETRY.wait(failures, err))
-            continue
-        failures = 0
+        resp = retry(read)
         if not resp.kvs:
-            return resp.header
+            return Header(resp.revision)
         # Go watches from the read's revision; the key existed at that revision, so its DELETE
         # is after it and rev + 1 misses nothing. It matters: etcd treats a watch starting at or
         # below its current revision as "unsynced" and delivers its events only on the next pass
         # of a 100 ms sync loop, one starting above it as synced (events at once).
-        wait_delete(client, resp.kvs[0].key, resp.header.revision + 1, stop)
+        wait_delete(client, resp.kvs[0].key, resp.revision + 1, stop)

@@ -6,31 +6,33 @@ import json
 import random
 from typing import Any, Iterable
 
-from worker.etcd import kv
+from worker.etcd.client import EtcdClient
+from worker.etcd.txn import Op
+from worker.keys import Keys
 
 #: puts per transaction: below etcd's default --max-txn-ops (128)
 BATCH = 120
 
 
-def put_batched(client: Any, items: Iterable[tuple[str, str]], batch: int = BATCH) -> int:
+def put_batched(client: EtcdClient, items: Iterable[tuple[str, str]], batch: int = BATCH) -> int:
     """Put every (key, value) with ``batch`` puts per transaction; returns how many were put."""
-    ops: list[Any] = []
+    ops: list[Op] = []
     count = 0
     for key, value in items:
-        ops.append(kv.op_put(key, value))
+        ops.append(Op.put(key, value))
         count += 1
         if len(ops) >= batch:
-            client.txn(kv.txn_request([], ops))
+            client.txn().then(*ops).commit()
             ops = []
     if ops:
-        client.txn(kv.txn_request([], ops))
+        client.txn().then(*ops).commit()
     return count
 
 
 REPLICATIONS = ("in_sync", "syncing", "broken")
 
 
-def populate(client: Any, keys: Any, n: int, seed: int = 1, *, prefix: str = "c-", reclaimed_every: int = 0,
+def populate(client: EtcdClient, keys: Keys, n: int, seed: int = 1, *, prefix: str = "c-", reclaimed_every: int = 0,
              dr_missing_every: int = 0) -> list[str]:
     """populate puts ``n`` synthetic clusters in transaction batches and returns their ids (in key
     order): a third without a DR site, the rest on one of four sites with a random replication
@@ -51,7 +53,7 @@ def populate(client: Any, keys: Any, n: int, seed: int = 1, *, prefix: str = "c-
     return ids
 
 
-def set_replications(client: Any, keys: Any, ids: Iterable[str], salt: int) -> int:
+def set_replications(client: EtcdClient, keys: Keys, ids: Iterable[str], salt: int) -> int:
     """set_replications changes the DR status of every id in ``ids`` (cycling through the states
     from ``salt``), in transaction batches; returns how many were put."""
     return put_batched(client, ((keys.dr_key(cid), json.dumps({"replication": REPLICATIONS[(salt + i) % 3]}))

