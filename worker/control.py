@@ -19,11 +19,10 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
-
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.protection.keys import Keys
+from worker.untrusted import UntrustedValueError, loads_object
 
 
 @dataclass(frozen=True)
@@ -55,15 +54,11 @@ def switchover_key(keys: Keys) -> str:
 
 def read_controls(client: EtcdClient, keys: Keys) -> Controls:
     resp = client.range(kv.range_request(keys.control, prefix=True, limit=100))
-    found = {item.key.decode(): item.value for item in resp.kvs}
+    found = {item.key.decode("utf-8", "replace"): item.value for item in resp.kvs}
     switchover = None
     raw = found.get(switchover_key(keys))
     if raw is not None:
-        try:
-            data = json.loads(raw)
-            switchover = Switchover(data.get("to"), int(data["from_term"]), float(data["until"]))
-        except (ValueError, KeyError, TypeError):
-            switchover = None  # not ours to interpret: ignored (status shows the raw key)
+        switchover = parse_switchover(raw)  # None: not ours to interpret, ignored
     return Controls(paused=paused_key(keys) in found, switchover=switchover, revision=resp.header.revision)
 
 
@@ -85,5 +80,17 @@ def clear_switchover(client: EtcdClient, keys: Keys) -> None:
     client.delete(switchover_key(keys))
 
 
-def parse(value: Any) -> Any:
-    return json.loads(value) if value else None
+def parse_switchover(raw: bytes | str) -> Switchover | None:
+    """The switchover request in a stored value, or None when it is not one (total: any value)."""
+    try:
+        data = loads_object(raw, "switchover", max_bytes=4096)
+    except UntrustedValueError:
+        return None
+    to, from_term, until = data.get("to"), data.get("from_term"), data.get("until")
+    if to is not None and not (isinstance(to, str) and 0 < len(to) <= 256):
+        return None
+    if not isinstance(from_term, int) or isinstance(from_term, bool):
+        return None
+    if not isinstance(until, (int, float)) or isinstance(until, bool):
+        return None
+    return Switchover(to, from_term, float(until))

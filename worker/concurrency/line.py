@@ -8,11 +8,11 @@ daemon, ``status``, the drill, the audit and the switchover all ask here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from worker.etcd import kv
+from worker.untrusted import loads as untrusted_loads
 
 #: keys read per request; a line is short, paging only bounds a pathological one
 PAGE = 1000
@@ -32,13 +32,13 @@ class Candidate:
         """The proclaimed ``instance_id`` (JSON values), or the raw value (``etcdctl elect``)."""
         text = self.value.decode("utf-8", "replace")
         try:
-            data = json.loads(text)
-        except ValueError:
-            return text or None
+            data = untrusted_loads(self.value, "election value", max_bytes=16 * 1024)
+        except ValueError:  # total: any value (etcdctl elect's, or hostile) is shown raw, cut
+            return (text if len(text) <= 256 else text[:256] + "...") or None
         if isinstance(data, dict):
             got = data.get("instance_id")
-            return str(got) if got is not None else None
-        return text or None
+            return got[:256] if isinstance(got, str) else None
+        return (text if len(text) <= 256 else text[:256] + "...") or None
 
     @property
     def term(self) -> int:

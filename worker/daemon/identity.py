@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 from worker import __version__
+from worker.untrusted import UntrustedValueError, loads_object, quote
 
 
 def identity(instance_id: str, http: str | None = None) -> str:
@@ -17,14 +18,25 @@ def identity(instance_id: str, http: str | None = None) -> str:
                        "version": __version__, "http": http}, sort_keys=True)
 
 
+#: the longest election value shown as an identity (``etcdctl elect`` values are kept raw, cut)
+MAX_IDENTITY_CHARS = 256
+
+
 def parse_identity(value: bytes | str) -> dict[str, Any]:
-    """The identity in an election value; values not written by us (``etcdctl elect``) are kept raw."""
+    """The identity in an election value (total: any value); values not written by us
+    (``etcdctl elect``) are kept raw, cut to ``MAX_IDENTITY_CHARS``; fields of ours that are not
+    short scalars are dropped."""
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    raw = {"instance_id": text if len(text) <= MAX_IDENTITY_CHARS else quote(text, MAX_IDENTITY_CHARS)}
     try:
-        data = json.loads(text)
-    except ValueError:
-        return {"instance_id": text}
-    return data if isinstance(data, dict) and "instance_id" in data else {"instance_id": text}
+        data = loads_object(value, "election value", max_bytes=16 * 1024)
+    except UntrustedValueError:
+        return raw
+    if not isinstance(data.get("instance_id"), str):
+        return raw
+    return {k: v for k, v in data.items()
+            if isinstance(k, str) and len(k) <= 64 and (v is None or isinstance(v, (bool, int, float))
+                                                        or (isinstance(v, str) and len(v) <= MAX_IDENTITY_CHARS))}
 
 
 def http_address(listen: str, port: int) -> str:

@@ -51,6 +51,7 @@ from worker.errors import WorkerError
 from worker.etcd import kv
 from worker.etcd.kv import etcdrpc
 from worker.protection.rules import Decision
+from worker.protection.stamp import WriteStamp
 
 #: etcd's default --max-txn-ops
 MAX_TXN_OPS = 128
@@ -103,8 +104,7 @@ class Fence:
 
 def stamp(term: int, lease: int, instance_id: str | None = None) -> str:
     """The value a fenced transaction puts at ``Keys.stamp``: who wrote, in the same revision."""
-    return json.dumps({"term": term, "lease": f"{lease:x}", "instance_id": instance_id},
-                      separators=(",", ":"))
+    return WriteStamp(term, lease, instance_id).dump()
 
 
 def leader_fence(keys: Any, *, term: int, election_key: str, owner: Any, lease: int,
