@@ -109,7 +109,8 @@ class LeaderTerm:
         """Lead until a reason to stop; returns the reason. Never leaves the Mutex behind."""
         ctx, session = self.ctx, self.candidacy.session
         try:
-            why = self.lock.take(cancel=ctx.stop)
+            why = self.lock.take(cancel=ctx.stop, beat=ctx.beat,
+                                 waiting=lambda wait: ctx.core.transition(lock_wait=wait))
             if why is not None:
                 raise StepDown(why)
             fence = leader_fence(ctx.keys, term=self.term, election_key=self.candidacy.key,

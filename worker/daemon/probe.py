@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class DaemonProbe:
         daemon, state = self._daemon, self._daemon.state
         own = {"instance_id": state.instance_id, "role": state.shown_role(), "term": state.term,
                "paused": state.paused, "last_pass": state.last_pass,
+               "lock_wait": ({"holder": state.lock_wait.holder, "since_seconds": round(time.monotonic() - state.lock_wait.since, 1)}
+                             if state.lock_wait is not None else None),
                "etcd_requests": self.etcd_requests()}  # before this answer's own reads
         client = daemon.client
         if client is None:
