@@ -74,6 +74,8 @@ class InputsChanged:
 
     generation: int
     ids: frozenset[str]
+    #: the highest mod revision among the reported changes (0: unknown)
+    revision: int = 0
 
 
 @dataclass(frozen=True)

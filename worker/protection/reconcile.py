@@ -302,7 +302,7 @@ def incremental_pass(client: Any, keys: Keys, fence: Fence | None, ids: Iterable
     p = _Pass(client, keys, fence, mode="incremental", dry_run=dry_run, now=now, invalid_log=invalid_log,
               max_ops=max_ops, progress=progress)
     try:
-        revision, observed = read_ids(client, keys, ids, revision=revision)
+        revision, observed = read_ids(client, keys, ids, revision=revision, progress=progress)
         p.result.revision = revision
         return _run(p, ((obs.id.encode(), obs.cluster, obs.dr, obs.protection) for obs in observed))
     except BaseException:
