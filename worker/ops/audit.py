@@ -165,11 +165,11 @@ def _revisions(watch: Watch, from_revision: int, to_revision: int, wait: float,
             watch.request_progress()  # quiet: did the last revisions touch other keys only?
             asked = True
             continue
-        asked = False
         if not response.events:
             if response.header.revision >= to_revision:
                 break  # etcd: every event up to here is delivered (the rest touched other keys)
-            continue
+            continue  # an older progress notification: the question stays asked
+        asked = False
         for event in response.events:
             if event.mod_revision > to_revision:
                 revision = to_revision   # past the range: what is pending is complete
