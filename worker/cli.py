@@ -95,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{args.command}: {type(exc).__name__}: {_one_line(exc)}", EXIT_FAILED)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - a bug is one line too, never a traceback
+        return fail(f"{args.command}: internal error: {type(exc).__name__}: {_one_line(exc)[:300]}",
+                    EXIT_FAILED)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from worker.etcd.client import EtcdClient
 from worker.keys import Keys
+from worker.untrusted import UntrustedValueError, loads_object
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,7 @@ def read_controls(client: EtcdClient, keys: Keys) -> Controls:
     switchover = None
     raw = found.get(keys.switchover)
     if raw is not None:
-        try:
-            data = json.loads(raw)
-            switchover = Switchover(data.get("to"), int(data["from_term"]), float(data["until"]))
-        except (ValueError, KeyError, TypeError):
-            switchover = None  # not ours to interpret: ignored (status shows the raw key)
+        switchover = parse_switchover(raw)  # None: not ours to interpret, ignored
     return Controls(paused=keys.paused in found, switchover=switchover, revision=resp.revision)
 
 
@@ -73,3 +70,19 @@ def request_switchover(client: EtcdClient, keys: Keys, *, to: str | None, from_t
 
 def clear_switchover(client: EtcdClient, keys: Keys) -> None:
     client.delete(keys.switchover)
+
+
+def parse_switchover(raw: bytes | str) -> Switchover | None:
+    """The switchover request in a stored value, or None when it is not one (total: any value)."""
+    try:
+        data = loads_object(raw, "switchover", max_bytes=4096)
+    except UntrustedValueError:
+        return None
+    to, from_term, until = data.get("to"), data.get("from_term"), data.get("until")
+    if to is not None and not (isinstance(to, str) and 0 < len(to) <= 256):
+        return None
+    if not isinstance(from_term, int) or isinstance(from_term, bool):
+        return None
+    if not isinstance(until, (int, float)) or isinstance(until, bool):
+        return None
+    return Switchover(to, from_term, float(until))

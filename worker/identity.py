@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import __version__
+from worker.untrusted import UntrustedValueError, loads_object
 
 #: a value longer than this is not parsed as JSON (it is not ours); an id is cut to ID_CHARS
 MAX_VALUE_BYTES = 64 * 1024
@@ -61,10 +62,10 @@ class Identity:
         if len(text) > MAX_VALUE_BYTES or not text.lstrip().startswith("{"):
             return raw
         try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):
+            data = loads_object(value, "election value", max_bytes=MAX_VALUE_BYTES)
+        except UntrustedValueError:
             return raw
-        if not isinstance(data, dict) or "instance_id" not in data:
+        if "instance_id" not in data:
             return raw
         pid = data.get("pid")
         return Identity(_text(data.get("instance_id")), _text(data.get("host")),

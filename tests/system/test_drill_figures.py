@@ -9,7 +9,6 @@ import threading
 
 from tests.system.conftest import put_inventory
 from tests.system.helpers import await_records, run_cli, states
-from worker.control import switchover_key
 from worker.etcd import PutEvent, Watch, kv
 from worker.ops.audit import KINDS
 
@@ -19,7 +18,7 @@ def test_an_operator_delete_during_the_drill_is_not_a_stale_write(client, keys, 
     spawn(2, etcd_endpoints, keys.namespace, ttl=3)
     await_records(client, keys, lambda cur: states(cur) == expected)
     # as the drill's switchover key lands, an operator deletes a record with no stamp of a leader
-    key = switchover_key(keys)
+    key = keys.switchover
     watch = Watch(client, key, start_revision=client.current_revision() + 1)
     done = threading.Event()
 

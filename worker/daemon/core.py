@@ -37,12 +37,14 @@ class StateRecorder:
         metrics.follow_leading(state.leading)
 
     def transition(self, *, role: str = _UNSET, term: int | None = _UNSET, paused: bool = _UNSET,
-                   blocked: Exception | None = _UNSET, holds_lock: bool = _UNSET, why: str | None = None,
-                   **detail: Any) -> None:
+                   blocked: Exception | None = _UNSET, holds_lock: bool = _UNSET, lock_wait: Any = _UNSET,
+                   why: str | None = None, **detail: Any) -> None:
         """transition applies the given changes and says each one once (state, metrics, STATUS, log)."""
         s = self.state
         if holds_lock is not _UNSET:
             s.holds_lock = holds_lock
+        if lock_wait is not _UNSET:
+            s.lock_wait = lock_wait
         was_role, was_term, was_paused, was_blocked = s.role, s.term, s.paused, s.blocked
         if term is not _UNSET:
             s.term = term
@@ -108,6 +110,9 @@ class StateRecorder:
             text = f"leader: term {s.term}"
         elif s.role == LEADER and s.holds_lock:
             text = f"stepping down: term {s.term}, lease not certainly alive"
+        elif s.role == LEADER and s.lock_wait is not None:
+            text = (f"elected: term {s.term}, waiting for the reconcile lock held by "
+                    f"{s.lock_wait.holder or 'another holder'}")
         elif s.role == LEADER:
             text = f"elected: term {s.term}, taking the reconcile lock"
         else:

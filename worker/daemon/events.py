@@ -79,6 +79,8 @@ class InputsChanged(TermEvent):
     """Cluster ids whose input keys a watch reported changed."""
 
     ids: frozenset[str]
+    #: the highest mod revision among the reported changes (0: unknown)
+    revision: int = 0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ from typing import Any
 from worker.identity import Identity
 
 
+#: the longest election value shown as an identity (``etcdctl elect`` values are kept raw, cut)
+MAX_IDENTITY_CHARS = 256
+
+
 def parse_identity(value: bytes | str) -> dict[str, Any]:
     """``Identity.parse(value)`` as a dict."""
     return asdict(Identity.parse(value))

@@ -45,6 +45,7 @@ from worker.protection.memo import PassMemo
 from worker.protection.reconcile import (Fence, FenceLostError, PassResult, PausedError, full_pass, incremental_pass,
                                         leader_fence)
 from worker.retry import RetryPolicy
+from worker.untrusted import quote
 
 log = structlog.get_logger("worker.daemon")
 
@@ -54,6 +55,10 @@ log = structlog.get_logger("worker.daemon")
 DEBOUNCE = 0.002
 #: the longest the idle loop waits for an event before it beats again
 TICK = 0.5
+#: a change set of at least this many ids, and at least 1/``MASS_CHANGE_RATIO`` of the ids the
+#: last full pass saw, is reconciled by a full pass (reads by id cost about 8x a full pass's row)
+MASS_CHANGE_MIN = 2_000
+MASS_CHANGE_RATIO = 8
 
 
 @dataclass
@@ -101,6 +106,11 @@ class LeaderTerm:
         self.memo = PassMemo()
         self.first_pass_done = threading.Event()
         self._rewatch = False
+        #: a full pass is due now (a resume, a mass change): set also while a pass runs
+        self._catch_up = False
+        #: the revision of the last full pass that wrote (or would have): changes reported at or
+        #: below it are already reconciled by that pass
+        self._covered = 0
         self._nested = False          # an incremental pass runs inside a full pass's callback
         self._in_full = False
         self._interleaved: set[str] = set()
@@ -111,7 +121,8 @@ class LeaderTerm:
         """Lead until a reason to stop; returns the reason. Never leaves the Mutex behind."""
         ctx, session = self.ctx, self.candidacy.session
         try:
-            why = self.lock.take(cancel=ctx.stop)
+            why = self.lock.take(cancel=ctx.stop, beat=ctx.beat,
+                                 waiting=lambda wait: ctx.core.transition(lock_wait=wait))
             if why is not None:
                 raise StepDown(why)
             fence = leader_fence(ctx.keys, term=self.term, election_key=self.candidacy.key,
@@ -129,19 +140,31 @@ class LeaderTerm:
             last_full = time.monotonic()
             while True:
                 ctx.beat()
-                timeout = max(0.0, min(last_full + ctx.interval() - time.monotonic(), TICK))
+                catch_up = self._rewatch or self._catch_up
+                timeout = 0.0 if catch_up else max(0.0, min(last_full + ctx.interval() - time.monotonic(), TICK))
                 changed = self._wait(timeout)
-                if changed:  # while paused: a dry run (plans, so /status stays true; writes nothing)
+                if changed and self._mass(changed):
+                    # a mass change (a DR link outage): one full pass costs less than reading
+                    # every changed id on its own, and it sees every one of them
+                    log.info("mass_change", changed=len(changed), known=len(self.memo),
+                             note="reconciled by a full pass")
+                    self._catch_up = True
+                elif changed:  # while paused: a dry run (plans, so /status stays true; writes nothing)
                     self._pass(fence, changed)
-                if self._rewatch or time.monotonic() >= last_full + ctx.interval():
+                if self._rewatch or self._catch_up or time.monotonic() >= last_full + ctx.interval():
+                    # taken before the pass: a resume or a watch loss during it asks for another
+                    rewatch, self._rewatch, self._catch_up = self._rewatch, False, False
                     result = self._full(fence)
                     last_full = time.monotonic()
-                if self._rewatch:
-                    self._rewatch = False
-                    self.watches.stop()
-                    self.watches.start(result.revision + 1)
+                    if rewatch:
+                        self.watches.stop()
+                        self.watches.start(result.revision + 1)
         except StepDown as why:
             return str(why.args[0])
+        except Exception as exc:  # noqa: BLE001 - a bug ends the term, never the process
+            log.error("term_failed", error=f"{type(exc).__name__}: {quote(str(exc))}", exc_info=True,
+                      note="a bug escaped the pass: the term ends and the instance campaigns again")
+            return f"a bug ended the term: {type(exc).__name__}"
         finally:
             self.state.lease_deadline = None  # leading() is false from here; the daemon's transition follows
             if self.timer is not None:
@@ -176,7 +199,9 @@ class LeaderTerm:
         # and the ids whose write was skipped because an input or the record moved since the read
         again = self._interleaved | self._pending | set(result.conflicted_ids)
         self._interleaved, self._pending = set(), set()
-        if again:
+        if again and self._mass(again) and not result.dry_run:
+            self._catch_up = True  # too many to read one by one: the next full pass, at once
+        elif again:
             self._pass(fence, again, replaces=self._counted(result, again))
         return result
 
@@ -188,7 +213,8 @@ class LeaderTerm:
         if full.dry_run or not self.book.counts_full_pass(full):
             return None
         try:
-            then = incremental_pass(self.ctx.client, self.ctx.keys, None, ids, dry_run=True, revision=full.revision)
+            then = incremental_pass(self.ctx.client, self.ctx.keys, None, ids, dry_run=True, revision=full.revision,
+                                    progress=self.ctx.beat)
         except EtcdError as err:
             log.info("gauges_follow_changes", error=str(err), note="the full pass's revision is unreadable")
             return None
@@ -248,7 +274,13 @@ class LeaderTerm:
                 self._sleep(ctx.retry.wait(attempt, err))
                 self._read_controls_quietly()  # after a failure (a reconnect, maybe): controls afresh
                 continue
+            except Exception as err:
+                # a bug: what landed still counts; the term ends (``run``), the process goes on
+                self.book.ended_early(mode, "error", started, getattr(err, "partial", None))
+                raise
             self.book.finished(result, ids, replaces)
+            if ids is None and not result.dry_run:
+                self._covered = max(self._covered, result.revision)
             if ids is not None and result.conflicted_ids:
                 self._pending |= set(result.conflicted_ids)  # moved under us: look again, level-triggered
             return result
@@ -259,7 +291,7 @@ class LeaderTerm:
         if self._nested:
             return  # never an incremental pass from an incremental pass's callback
         changed = self._drain()
-        if not (self._in_full and changed):
+        if not (self._in_full and changed) or self._mass(changed | self._pending):
             self._pending |= changed
             return
         self._nested = True
@@ -268,6 +300,11 @@ class LeaderTerm:
             self._interleaved |= changed
         finally:
             self._nested = False
+
+    def _mass(self, changed: set[str]) -> bool:
+        """Whether ``changed`` is a mass change: a full pass reconciles it for less than reading
+        each id (a read by id costs about ``MASS_CHANGE_RATIO`` times a row of a full pass)."""
+        return len(changed) >= MASS_CHANGE_MIN and len(changed) * MASS_CHANGE_RATIO >= len(self.memo)
 
     def _drain(self) -> set[str]:
         changed: set[str] = set()
@@ -313,8 +350,9 @@ class LeaderTerm:
                     raise StepDown("config reload: reconnecting")
             case Wedge(release):
                 release.wait()
-            case InputsChanged(g, ids) if g == gen:
-                changed.update(ids)
+            case InputsChanged(g, ids, revision) if g == gen:
+                if not revision or revision > self._covered:
+                    changed.update(ids)  # else: the last full pass read these changes already
             case LeaseLost(g, reason) if g == gen:
                 raise StepDown(f"lease lost: {reason}")
             case LeaseDeadline(g) if g == gen:
@@ -356,7 +394,7 @@ class LeaderTerm:
         """Pause (dry-run passes) and switchover (hand over to the next in line, or to ``to``)."""
         if controls.paused != self.state.paused:
             if not controls.paused:
-                self._rewatch = True  # catch up: a full pass now (the paused passes wrote nothing)
+                self._catch_up = True  # a full pass now, whatever runs (the paused passes wrote nothing)
             self.ctx.core.transition(paused=controls.paused)
         sw = controls.switchover
         if sw is None or not sw.active:

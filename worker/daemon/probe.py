@@ -3,6 +3,7 @@ the state, a ``current_client()`` and the status board, never the daemon itself.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from worker.daemon.state import DaemonState
@@ -48,6 +49,9 @@ class DaemonProbe:
         state = self._state
         own = {"instance_id": state.instance_id, "role": state.shown_role(), "term": state.term,
                "paused": state.paused, "last_pass": state.last_pass,
+               "lock_wait": ({"holder": state.lock_wait.holder,
+                              "since_seconds": round(time.monotonic() - state.lock_wait.since, 1)}
+                             if state.lock_wait is not None else None),
                "etcd_requests": self.etcd_requests()}  # before this answer's own reads
         snapshot = self.board.current()
         if snapshot is None:

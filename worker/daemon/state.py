@@ -26,6 +26,8 @@ class DaemonState:
     #: the leader as last observed: {"instance_id", "key", "term"} or None
     leader: dict[str, Any] | None = None
     holds_lock: bool = False
+    #: while the term waits for the reconcile lock: ``term_lock.LockWait`` (who holds it, since when)
+    lock_wait: Any = None
     paused: bool = False
     connected: bool = False
     campaigning: bool = False

@@ -69,7 +69,8 @@ class TermWatches:
             for response in watch:
                 ids = frozenset(Keys.id_of(e.key, prefix) for e in response.events)
                 if ids:
-                    self._events.put(InputsChanged(self._generation, ids))
+                    revision = max(int(getattr(e, "mod_revision", 0) or 0) for e in response.events)
+                    self._events.put(InputsChanged(self._generation, ids, revision))
         except EtcdClosedError:
             pass
         except EtcdError as err:  # compacted past our position, or refused: the history has a hole

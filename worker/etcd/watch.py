@@ -60,6 +60,7 @@ class Watch:
         self._progress_notify = progress_notify
         self._next_revision = start_revision or 0
         self._queue: queue.Queue[Any] = queue.Queue()
+        self._progress_requests: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._call: Any = None
         self._call_lock = threading.Lock()
@@ -124,9 +125,18 @@ class Watch:
                                             prev_kv=self._prev_kv)
         return etcdrpc.WatchRequest(create_request=create)
 
+    def request_progress(self) -> None:
+        """Ask etcd for a progress notification: once every event up to the store's current
+        revision has been delivered, the consumer gets an empty response at that revision."""
+        self._progress_requests.put(etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest()))
+
     def _requests(self, done: threading.Event) -> Iterator[Any]:
         yield self._create_request()
-        done.wait()  # keep the request side open until this stream ends
+        while not done.is_set():  # keep the request side open until this stream ends
+            try:
+                yield self._progress_requests.get(timeout=0.1)
+            except queue.Empty:
+                continue
 
     def _run(self) -> None:
         retry = RETRY.copy(stop=self._stop)

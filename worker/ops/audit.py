@@ -21,7 +21,6 @@ One violation per event; ``kind`` is the first of its ``kinds`` in the order abo
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
@@ -30,9 +29,11 @@ from worker.etcd import DeleteEvent
 from worker.concurrency.line import candidates
 from worker.etcd import kv
 from worker.etcd.client import EtcdClient
-from worker.etcd.errors import CompactedError
+from worker.etcd.errors import CompactedError, EtcdError
 from worker.etcd.watch import Watch
 from worker.protection.keys import Keys
+from worker.protection.stamp import WriteStamp
+from worker.untrusted import UntrustedValueError, loads_object
 
 #: violation kinds, in the order ``kind`` picks the first of an event's ``kinds``
 KINDS = ("unattributed", "stale_term", "paused", "term_backwards", "mutex")
@@ -78,6 +79,17 @@ class AuditReport:
 
 class AuditCompactedError(CompactedError):
     """The range asked for is no longer retained by etcd: said so, never hidden."""
+
+
+class AuditIncompleteError(EtcdError):
+    """AuditIncompleteError: the history could not be read up to ``to_revision`` (the watch went
+    silent and etcd did not confirm, by a progress notification, that nothing more is coming).
+    The audit then reports nothing: never a short "0 violations"."""
+
+    def __init__(self, message: str, *, read_to: int, to_revision: int) -> None:
+        super().__init__(message)
+        self.read_to = read_to
+        self.to_revision = to_revision
 
 
 def oldest_auditable_revision(client: EtcdClient, keys: Keys) -> int:
@@ -131,9 +143,13 @@ def _lease_of_key(key: str | bytes) -> int:
 
 def _revisions(watch: Watch, from_revision: int, to_revision: int, wait: float,
                ) -> Iterator[tuple[int, list[Any]]]:
-    """The namespace's events grouped by revision, in order, up to ``to_revision``."""
+    """The namespace's events grouped by revision, in order, up to ``to_revision``. Proven
+    complete: when the watch goes quiet before ``to_revision``, a progress request must confirm
+    that etcd has delivered everything up to ``to_revision`` (``AuditIncompleteError`` if etcd
+    does not answer within ``wait``)."""
     pending: list[Any] = []
     revision = from_revision - 1
+    asked = False
     while revision < to_revision:
         try:
             response = watch.get(timeout=wait)
@@ -141,7 +157,19 @@ def _revisions(watch: Watch, from_revision: int, to_revision: int, wait: float,
             raise AuditCompactedError(f"history from revision {from_revision} is compacted: {err}",
                                       compact_revision=err.compact_revision) from err
         if response is None:
-            break  # nothing more within the range (the last revisions touched other keys)
+            if asked:
+                raise AuditIncompleteError(
+                    f"history read only up to revision {revision} of {to_revision}: the watch stalled "
+                    f"and etcd did not confirm progress within {wait:g} s", read_to=revision,
+                    to_revision=to_revision)
+            watch.request_progress()  # quiet: did the last revisions touch other keys only?
+            asked = True
+            continue
+        if not response.events:
+            if response.header.revision >= to_revision:
+                break  # etcd: every event up to here is delivered (the rest touched other keys)
+            continue  # an older progress notification: the question stays asked
+        asked = False
         for event in response.events:
             if event.mod_revision > to_revision:
                 revision = to_revision   # past the range: what is pending is complete
@@ -178,9 +206,12 @@ def _check_revision(keys: Keys, state: _State, revision: int, events: list[Any],
     """Check the protection events of one revision against the state just before it."""
     protection = keys.protection.encode()
     stamp_key = keys.stamp.encode()
-    stamp = next((_json(e.value) for e in events if e.key == stamp_key and not isinstance(e, DeleteEvent)), None)
-    stamp_term = _int(stamp.get("term")) if stamp else None
-    stamp_lease = _hex(stamp.get("lease")) if stamp else None
+    raw_stamp = next((e.value for e in events if e.key == stamp_key and not isinstance(e, DeleteEvent)), None)
+    parsed = WriteStamp.parse(raw_stamp)
+    # a value at the stamp key that is not a stamp is evidence of nothing: unattributed
+    stamp = parsed.to_json() if parsed is not None else None
+    stamp_term = parsed.term if parsed is not None else None
+    stamp_lease = parsed.lease if parsed is not None else None
     leader_term = state.leader_term()
     lock_lease = state.lock_lease()
     legit_terms: list[int] = []
@@ -203,7 +234,7 @@ def _check_revision(keys: Keys, state: _State, revision: int, events: list[Any],
             kinds.append("mutex")
         if kinds:
             report.violations.append(Violation(
-                event.key.decode("utf-8", "replace"), revision, term, leader_term, kinds[0], kinds,
+                _key_text(event.key), revision, term, leader_term, kinds[0], kinds,
                 "delete" if deleted else "put", stamp, f"{lock_lease:x}" if lock_lease is not None else None))
         elif term is not None:
             legit_terms.append(term)
@@ -232,19 +263,18 @@ def _apply(keys: Keys, state: _State, events: list[Any]) -> None:
 
 
 def _json(value: bytes) -> dict[str, Any] | None:
+    """A stored JSON object, or None for anything else (total: ``worker.untrusted``)."""
     try:
-        data = json.loads(value)
-    except ValueError:
+        return loads_object(value, "protection record")
+    except UntrustedValueError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _hex(value: Any) -> int | None:
-    try:
-        return int(value, 16) if isinstance(value, str) else None
-    except ValueError:
-        return None
+def _key_text(key: bytes) -> str:
+    """A key as text for the report: bounded (keys are written by others too)."""
+    text = key.decode("utf-8", "replace")
+    return text if len(text) <= 300 else f"{text[:256]}... ({len(key)} bytes)"

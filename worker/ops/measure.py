@@ -22,7 +22,6 @@ for each null figure.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +36,11 @@ from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.watch import Watch
 from worker.keys import Keys
+from worker.protection.stamp import WriteStamp
+from worker.untrusted import loads as untrusted_loads
+
+#: the largest HTTP answer read from an instance (the address comes from an election value)
+_MAX_ANSWER = 1024 * 1024
 
 #: seconds between polls of the new leader's HTTP answers (a watch event wakes us sooner)
 POLL = 0.002
@@ -90,10 +94,10 @@ def http_json(url: str, timeout: float = 0.5) -> tuple[int, Any]:
     """(status, JSON body) of a GET; status 0 when the address cannot be reached."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, untrusted_loads(response.read(_MAX_ANSWER + 1), "HTTP answer")
     except urllib.error.HTTPError as err:
         try:
-            return err.code, json.loads(err.read())
+            return err.code, untrusted_loads(err.read(_MAX_ANSWER + 1), "HTTP answer")
         except ValueError:
             return err.code, None
     except (OSError, ValueError):
@@ -210,8 +214,5 @@ def measure_failover(client: EtcdClient, keys: Keys, fault: Callable[[], None], 
 
 
 def _stamp_term(value: bytes) -> int | None:
-    try:
-        stamp = json.loads(value)
-    except ValueError:
-        return None
-    return stamp.get("term") if isinstance(stamp, dict) else None
+    stamp = WriteStamp.parse(value)
+    return stamp.term if stamp is not None else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.keys import valid_id
+from worker.untrusted import UntrustedValueError, loads_object, quote
 
 #: DR ``replication`` value -> protection state of an allocated cluster with a DR site
 REPLICATION_STATES = {"in_sync": "protected", "syncing": "protecting", "broken": "degraded"}
@@ -27,8 +28,9 @@ REPLICATIONS = tuple(REPLICATION_STATES)
 MAX_DR_SITE_BYTES = 65_536
 
 
-class InputError(ValueError):
-    """An input value (or key) outside the spec's tables; the message names the problem."""
+class InputError(UntrustedValueError):
+    """An input value (or key) outside the spec's tables; the message names the problem (and
+    quotes at most a short prefix of the value, plus its size)."""
 
 
 @dataclass(frozen=True)
@@ -39,23 +41,24 @@ class ClusterSpec:
 
 def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        value = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{what} value is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InputError(f"{what} value is not a JSON object (got {type(value).__name__})")
-    return value
+        return loads_object(raw, f"{what} value")
+    except UntrustedValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 class _ParseCache:
     """Parse results by raw value: inputs repeat (a few sites, three replications), and parsing is a
-    pure function of the bytes, so a value seen before is answered without JSON. Bounded: emptied
-    when full. Errors are kept as messages and raised afresh."""
+    pure function of the bytes, so a value seen before is answered without JSON. Bounded by count
+    and by the bytes of the values it keeps (emptied when either is full; a value over
+    ``max_value`` bytes is never kept). Errors are kept as messages and raised afresh."""
 
-    def __init__(self, parse: Any, capacity: int = 4096) -> None:
+    def __init__(self, parse: Any, capacity: int = 4096, max_bytes: int = 4 * 1024 * 1024,
+                 max_value: int = 4096) -> None:
         self.parse = parse
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.max_value = max_value
+        self.bytes = 0
         self.results: dict[bytes | str, tuple[bool, Any]] = {}
 
     def __call__(self, raw: bytes | str) -> Any:
@@ -65,9 +68,13 @@ class _ParseCache:
                 hit = (True, self.parse(raw))
             except InputError as exc:
                 hit = (False, str(exc))
-            if len(self.results) >= self.capacity:
-                self.results.clear()
-            self.results[raw] = hit
+            size = len(raw)
+            if size <= self.max_value:
+                if len(self.results) >= self.capacity or self.bytes + size > self.max_bytes:
+                    self.results.clear()
+                    self.bytes = 0
+                self.results[raw] = hit
+                self.bytes += size
         if not hit[0]:
             raise InputError(hit[1])
         return hit[1]
@@ -79,10 +86,10 @@ def _parse_cluster(raw: bytes | str) -> ClusterSpec:
         raise InputError("cluster value has no 'allocated'")
     allocated = data["allocated"]
     if not isinstance(allocated, bool):
-        raise InputError(f"cluster 'allocated' must be true or false, got {allocated!r}")
+        raise InputError(f"cluster 'allocated' must be true or false, got {quote(allocated)}")
     dr_site = data.get("dr_site")
     if dr_site is not None and not (isinstance(dr_site, str) and dr_site):
-        raise InputError(f"cluster 'dr_site' must be null or a non-empty string, got {dr_site!r}")
+        raise InputError(f"cluster 'dr_site' must be null or a non-empty string, got {quote(dr_site)}")
     if dr_site is not None and len(dr_site) * 12 > MAX_DR_SITE_BYTES:  # 12: the most one char takes in JSON
         size = len(json.dumps(dr_site)) - 2
         if size > MAX_DR_SITE_BYTES:
@@ -95,7 +102,7 @@ def _parse_dr(raw: bytes | str) -> str:
     data = _json_object(raw, "DR")
     replication = data.get("replication")
     if not isinstance(replication, str) or replication not in REPLICATION_STATES:
-        raise InputError(f"DR 'replication' must be one of {', '.join(REPLICATIONS)}, got {replication!r}")
+        raise InputError(f"DR 'replication' must be one of {', '.join(REPLICATIONS)}, got {quote(replication)}")
     return replication
 
 
@@ -107,7 +114,7 @@ parse_dr = _ParseCache(_parse_dr)
 
 def check_id(cluster_id: str) -> None:
     if not valid_id(cluster_id):
-        raise InputError(f"id {cluster_id!r} does not match [A-Za-z0-9._-]{{1,128}}")
+        raise InputError(f"id {quote(cluster_id)} does not match [A-Za-z0-9._-]{{1,128}}")
 
 
 def cluster_value(allocated: bool, dr_site: str | None) -> str:

@@ -252,8 +252,13 @@ def scan_prefix(client: Any, prefix: str, *, revision: int = 0, page_size: int =
     return pager.revision, (item for page in _pages(pager, p, first) for item in page)
 
 
-def read_ids(client: Any, keys: Keys, ids: Iterable[str], *, revision: int = 0) -> tuple[int, list[Observed]]:
-    """The given ids (sorted, deduplicated) at one revision: ``(revision, [Observed...])``."""
+def read_ids(client: Any, keys: Keys, ids: Iterable[str], *, revision: int = 0,
+             progress: Progress | None = None) -> tuple[int, list[Observed]]:
+    """The given ids (sorted, deduplicated) at one revision: ``(revision, [Observed...])``.
+
+    ``progress`` is called after each transaction of reads. Values are written by users and may be
+    large: when an answer would exceed gRPC's receive limit, the transaction is asked for again
+    with half as many ids, down to one (like ``read_all``'s pages), and the smaller size stays."""
     wanted = sorted(set(ids))
     per_txn = MAX_TXN_OPS // 3
     observed: list[Observed] = []
@@ -261,16 +266,26 @@ def read_ids(client: Any, keys: Keys, ids: Iterable[str], *, revision: int = 0) 
         if not revision:  # a count-only range under {ns}/: every request stays under the namespace
             revision = client.range(kv.range_request(keys.root, prefix=True, count_only=True)).header.revision
         return revision, observed
-    for start in range(0, len(wanted), per_txn):
+    start = 0
+    while start < len(wanted):
         chunk = wanted[start:start + per_txn]
         ops = []
         for cid in chunk:
             for key in (keys.cluster(cid), keys.dr_key(cid), keys.protection_key(cid)):
                 ops.append(kv.op_get(key, revision=revision))
-        response = client.txn(kv.txn_request([], ops))
+        try:
+            response = client.txn(kv.txn_request([], ops))
+        except MessageTooLargeError:
+            if per_txn == 1:
+                raise
+            per_txn = max(1, per_txn // 2)
+            continue
         if not revision:
             revision = response.header.revision
         for i, cid in enumerate(chunk):
             got = [kv.response_kvs(response, 3 * i + j) for j in range(3)]
             observed.append(Observed(cid, *(g[0] if g else None for g in got)))
+        start += len(chunk)
+        if progress is not None:
+            progress()
     return revision, observed

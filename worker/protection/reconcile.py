@@ -21,7 +21,7 @@ from worker.protection.keys import Keys
 from worker.protection.memo import Outcome, PassMemo, revisions_key
 from worker.protection.reader import DEFAULT_PAGE_SIZE, Progress, Row, observe, read_all, read_ids
 from worker.protection.records import format_time
-from worker.protection.rules import Decision, InvalidInput, decide
+from worker.protection.rules import Decision, InvalidInput, decide_isolated
 from worker.protection.writer import MAX_TXN_OPS, BatchWriter, Fence, FenceLostError, PausedError, leader_fence
 
 __all__ = ["Fence", "FenceLostError", "PausedError", "leader_fence", "InvalidInput", "InvalidLog", "PassMemo",
@@ -148,7 +148,7 @@ class _Pass:
                 if hit:
                     self._replay(outcome)
                     continue
-            d = decide(observe(row), term=self.term, updated_at=self.updated_at)
+            d = decide_isolated(observe(row), term=self.term, updated_at=self.updated_at)
             action = d.action
             if action == "none":
                 outcome = None
@@ -302,7 +302,7 @@ def incremental_pass(client: Any, keys: Keys, fence: Fence | None, ids: Iterable
     p = _Pass(client, keys, fence, mode="incremental", dry_run=dry_run, now=now, invalid_log=invalid_log,
               max_ops=max_ops, progress=progress)
     try:
-        revision, observed = read_ids(client, keys, ids, revision=revision)
+        revision, observed = read_ids(client, keys, ids, revision=revision, progress=progress)
         p.result.revision = revision
         return _run(p, ((obs.id.encode(), obs.cluster, obs.dr, obs.protection) for obs in observed))
     except BaseException:

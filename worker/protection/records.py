@@ -7,11 +7,12 @@ these keys in this order. Two records are the *same* when they differ at most in
 
 from __future__ import annotations
 
-import json
 from json.encoder import encode_basestring_ascii
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+from worker.untrusted import loads as untrusted_loads, quote
 
 #: ``json.dumps``'s own string encoder (ASCII, C-accelerated)
 _enc = encode_basestring_ascii
@@ -53,24 +54,26 @@ class Record:
         data = loads(raw)
         if not isinstance(data, dict) or data.keys() != _FIELD_SET:
             raise ValueError("not a protection record")
-        if data["state"] not in STATES:
-            raise ValueError(f"unknown state {data['state']!r}")
+        if not (isinstance(data["state"], str) and data["state"] in STATES):
+            raise ValueError(f"unknown state {quote(data['state'])}")
+        for name in ("reason", "updated_at"):
+            if not isinstance(data[name], str):
+                raise ValueError(f"{name} is not a string")
+        if data["dr_site"] is not None and not isinstance(data["dr_site"], str):
+            raise ValueError("dr_site is not a string or null")
+        for name in ("cluster_revision", "term"):
+            if not isinstance(data[name], int) or isinstance(data[name], bool):
+                raise ValueError(f"{name} is not an integer")
+        if data["dr_revision"] is not None and (not isinstance(data["dr_revision"], int)
+                                                or isinstance(data["dr_revision"], bool)):
+            raise ValueError("dr_revision is not an integer or null")
         return cls(**data)
 
 
-_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # exists, untyped in typeshed
-
-
 def loads(raw: bytes | str) -> Any:
-    """``json.loads`` of a stored value (UTF-8), through the C scanner alone when the whole text is
-    one JSON value (what ``json.loads`` runs, without its wrappers: this runs once per record read);
-    anything else goes to ``json.loads`` itself, errors included."""
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    try:
-        value, end = _scan(text, 0)
-    except StopIteration:
-        return json.loads(text)
-    return value if end == len(text) else json.loads(text)
+    """A stored value parsed as untrusted input (``worker.untrusted.loads``: total and bounded;
+    ``ValueError`` when refused)."""
+    return untrusted_loads(raw, "protection record")
 
 
 def format_time(now: datetime | float | None = None) -> str:

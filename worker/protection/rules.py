@@ -20,8 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import structlog
+
 from worker.protection.inputs import REPLICATION_STATES, ClusterSpec, InputError, check_id, parse_cluster, parse_dr
 from worker.protection.records import FIELDS, STATES, Record, loads
+from worker.untrusted import quote
+
+log = structlog.get_logger(__name__)
 
 ACTIONS = ("none", "unchanged", "create", "update", "recreate", "delete", "invalid")
 WRITES = ("create", "update", "recreate", "delete")
@@ -85,8 +90,32 @@ class Decision:
         return f"{self.action} {self.id} {self.old_state} -> {self.new_state}"
 
 
+#: the longest key text an ``InvalidInput`` carries (keys are written by others too)
+MAX_KEY_CHARS = 300
+
+
 def _key_text(key: bytes | str) -> str:
-    return key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    return text if len(text) <= MAX_KEY_CHARS else f"{text[:256]}... ({len(key)} bytes)"
+
+
+def failed(cid: str, kv: Any, exc: BaseException) -> InvalidInput:
+    """An unexpected error while deciding one cluster, reported like a bad input of its cluster
+    key (the pass goes on with the others): the error's type and a bounded text."""
+    key = _key_text(kv.key) if kv is not None else cid
+    return InvalidInput(key, kv.mod_revision if kv is not None else 0,
+                        f"unexpected error deciding this cluster: {type(exc).__name__}: {quote(str(exc))}")
+
+
+def decide_isolated(obs: Observed, *, term: int = 0, updated_at: str = "") -> Decision:
+    """``decide``, and an unexpected error marks this cluster ``invalid`` instead of escaping."""
+    try:
+        return decide(obs, term=term, updated_at=updated_at)
+    except Exception as exc:  # noqa: BLE001 - one cluster's bug must not stop the others
+        log.error("cluster_failed", id=quote(obs.id), error=f"{type(exc).__name__}: {quote(str(exc))}",
+                  exc_info=True)
+        old_state = "none" if obs.protection is None else stored_state(obs.protection.value)
+        return Decision("invalid", obs.id, None, old_state, invalid=failed(obs.id, obs.cluster, exc))
 
 
 def stored_record(kv: Any) -> tuple[Record | None, str]:

@@ -14,7 +14,7 @@ from typing import Any
 from worker.concurrency.line import candidates
 from worker.protection.keys import Keys
 from worker.protection.reader import DEFAULT_PAGE_SIZE, read_all
-from worker.protection.rules import InvalidInput, checked_inputs, stored_state
+from worker.protection.rules import InvalidInput, checked_inputs, failed, stored_state
 
 
 def read_status(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE) -> dict[str, Any]:
@@ -25,7 +25,10 @@ def read_status(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE) 
         if row[3] is not None:
             states[stored_state(row[3].value)] += 1
         if row[1] is not None:
-            bad = checked_inputs(row[0].decode("utf-8", "replace"), row[1], row[2])
+            try:
+                bad = checked_inputs(row[0].decode("utf-8", "replace"), row[1], row[2])
+            except Exception as exc:  # noqa: BLE001 - one cluster's bug is listed, never fatal
+                bad = failed(row[0].decode("utf-8", "replace"), row[1], exc)
             if isinstance(bad, InvalidInput):
                 invalid.append({"key": bad.key, "mod_revision": bad.mod_revision, "error": bad.error})
     revision = snapshot.revision

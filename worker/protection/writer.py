@@ -41,16 +41,21 @@ allocated cluster without a record and creates it: the outcome is the same.
 from __future__ import annotations
 
 import collections
-import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
+import structlog
+
 from worker.errors import WorkerError
 from worker.etcd import kv
+from worker.etcd.errors import EtcdRequestError, MessageTooLargeError
 from worker.etcd.kv import etcdrpc
 from worker.protection.rules import Decision
+from worker.protection.stamp import WriteStamp
+
+log = structlog.get_logger(__name__)
 
 #: etcd's default --max-txn-ops
 MAX_TXN_OPS = 128
@@ -103,8 +108,7 @@ class Fence:
 
 def stamp(term: int, lease: int, instance_id: str | None = None) -> str:
     """The value a fenced transaction puts at ``Keys.stamp``: who wrote, in the same revision."""
-    return json.dumps({"term": term, "lease": f"{lease:x}", "instance_id": instance_id},
-                      separators=(",", ":"))
+    return WriteStamp(term, lease, instance_id).dump()
 
 
 def leader_fence(keys: Any, *, term: int, election_key: str, owner: Any, lease: int,
@@ -143,6 +147,8 @@ class _Pending:
     mod_revision: int
     #: the inputs' guards: (key, mod revision as read or 0 when absent)
     inputs: tuple[tuple[bytes, int], ...] = ()
+    #: the record's stored bytes (puts; empty for a delete): encoded once, sized by what is sent
+    value: bytes = b""
 
 
 _EQUAL = etcdrpc.Compare.EQUAL
@@ -151,12 +157,20 @@ _CREATE = etcdrpc.Compare.CREATE
 
 
 def _size(item: _Pending) -> int:
-    """About what one change adds to a request, in bytes (its keys, and a record's text)."""
-    size = 3 * len(item.key) + _CHANGE_OVERHEAD
-    record = item.decision.new
-    if record is not None and item.decision.action != "delete":
-        size += len(record.reason) + len(record.dr_site or "")
-    return size
+    """What one change adds to a request, in encoded bytes: its keys (the protection key twice,
+    compare and op, and each input key), the record's bytes as sent, and the fixed overhead."""
+    return (2 * len(item.key) + sum(len(key) for key, _ in item.inputs) + len(item.value)
+            + _CHANGE_OVERHEAD)
+
+
+def refused(err: BaseException) -> bool:
+    """Whether etcd (or gRPC) refused a request for its size or its number of operations: the
+    batch is then split and sent again, never retried unchanged."""
+    if isinstance(err, MessageTooLargeError):
+        return True
+    text = str(err)
+    return isinstance(err, EtcdRequestError) and ("too many operations" in text or "too large" in text
+                                                  or "larger than max" in text)
 
 
 def _guard(txn: Any, key: bytes, mod_revision: int) -> None:
@@ -183,13 +197,30 @@ def _append(request: Any, item: _Pending, op: str, *, absent: bool = False) -> N
     if op == "put":
         put = txn.success.add().request_put
         put.key = item.key
-        put.value = item.decision.new.to_json().encode()
+        put.value = item.value
     else:
         txn.success.add().request_delete_range.key = item.key
 
 
 #: called once per change after its transaction: (decision, written?)
 Outcome = Callable[[Decision, bool], None]
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A transaction etcd refused for its size or operation count (the batch is split)."""
+
+    err: BaseException
+
+
+def _answer(client: Any, request: Any) -> Any:
+    """``client.txn(request)``, or ``_Refused`` when etcd refuses it for its size or op count."""
+    try:
+        return client.txn(request)
+    except EtcdRequestError as err:
+        if refused(err):
+            return _Refused(err)
+        raise
 
 
 class BatchWriter:
@@ -237,6 +268,8 @@ class BatchWriter:
         self.txns = 0
         self.writes = 0
         self.conflicts = 0
+        #: changes etcd refused even alone (see ``_split``)
+        self.refused_changes = 0
         #: ids of the changes skipped because their protection key or an input moved since read
         self.conflicted: list[str] = []
         self.revision = 0
@@ -250,7 +283,8 @@ class BatchWriter:
         the ``(key, mod revision as read or 0)`` of ``clusters/ID`` and ``dr/ID``, compared too)."""
         assert decision.writes, decision
         assert len(inputs) <= CHANGE_COMPARES - 1, inputs
-        item = _Pending(decision, kv.to_bytes(key), mod_revision, inputs)
+        value = decision.new.to_json().encode() if decision.new is not None and decision.action != "delete" else b""
+        item = _Pending(decision, kv.to_bytes(key), mod_revision, inputs, value)
         size = _size(item)
         if self.pending and self._pending_bytes + size > self.max_bytes:
             self._send_batch()      # values are user-written: a batch of large ones goes out early
@@ -278,8 +312,6 @@ class BatchWriter:
         ``ops``: the changes it carried (named so for the errors' count of refused changes)."""
         self.txns += 1
         self.revision = max(self.revision, response.header.revision)
-        if self.progress is not None:
-            self.progress()
         if not response.succeeded and self.failure_ops and response.responses[0].response_txn.succeeded:
             raise PausedError(f"paused at revision {response.header.revision}: maintenance mode, "
                               "nothing of the batch was written", revision=response.header.revision,
@@ -294,11 +326,8 @@ class BatchWriter:
         """One transaction carrying the changes ``ops``, waiting for its answer."""
         return self._check(self.client.txn(self._request(request)), ops)
 
-    def _send_batch(self) -> None:
-        batch, self.pending = self.pending, []
-        self._pending_bytes = 0
-        if not batch:
-            return
+    def _build(self, batch: list[_Pending]) -> tuple[Any, list[int]]:
+        """The transaction of ``batch`` and the indexes of its recreates (their creates follow)."""
         first = self._new_request()
         second: list[int] = []       # indexes into batch: the creates of recreates
         for i, item in enumerate(batch):
@@ -311,20 +340,45 @@ class BatchWriter:
                 _append(first, item, "delete")
                 if action == "recreate":
                     second.append(i)
+        return first, second
+
+    def _send_batch(self) -> None:
+        batch, self.pending = self.pending, []
+        self._pending_bytes = 0
+        if not batch:
+            return
+        first, second = self._build(batch)
         while len(self._inflight) >= self.depth:
             self._handle_oldest()
         try:
             request = self._request(first)
             if self.depth == 1:
-                answer: Any = self.client.txn(request)
+                answer: Any = _answer(self.client, request)
             else:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(max_workers=self.depth, thread_name_prefix="writes")
-                answer = self._pool.submit(self.client.txn, request)
+                answer = self._pool.submit(_answer, self.client, request)
         except BaseException:
             self._drain()
             raise
         self._inflight.append((answer, batch, second))
+
+    def _split(self, batch: list[_Pending], err: BaseException) -> None:
+        """etcd refused ``batch`` for its size or its number of operations: send it again in two
+        halves (each split again if refused too). A single change refused alone is skipped and
+        counted in ``refused_changes`` (the rules bound what a record carries, so this is a bound
+        of etcd's set lower than its default)."""
+        if len(batch) == 1:
+            self.refused_changes += 1
+            log.error("write_refused", id=batch[0].decision.id, action=batch[0].decision.action,
+                      bytes=_size(batch[0]), error=str(err)[:200],
+                      note="etcd refuses this one change alone: its --max-request-bytes is below what the record needs")
+            return
+        log.info("batch_split", changes=len(batch), error=str(err)[:200])
+        half = len(batch) // 2
+        for part in (batch[:half], batch[half:]):
+            request, second = self._build(part)
+            self._handle(_answer(self.client, self._request(request)), part, second)
 
     def _handle_oldest(self) -> None:
         try:
@@ -343,7 +397,7 @@ class BatchWriter:
                 response = answer.result() if isinstance(answer, Future) else answer
             except Exception:  # noqa: BLE001 - the first failure is the one raised
                 continue
-            if response.succeeded:
+            if not isinstance(response, _Refused) and response.succeeded:
                 self.txns += 1
                 ok = [r.response_txn.succeeded for r in response.responses[:len(batch)]]
                 self.writes += sum(ok)
@@ -352,7 +406,11 @@ class BatchWriter:
                         self._outcome(item.decision, done)
 
     def _handle(self, answer: Any, batch: list[_Pending], second: list[int]) -> None:
-        response = self._check(answer.result() if isinstance(answer, Future) else answer, batch)
+        response = answer.result() if isinstance(answer, Future) else answer
+        if isinstance(response, _Refused):
+            self._split(batch, response.err)
+            return
+        response = self._check(response, batch)
         ok = [r.response_txn.succeeded for r in response.responses[:len(batch)]]
         self.writes += sum(ok)
         recreated = [i for i in second if ok[i]]
@@ -372,6 +430,8 @@ class BatchWriter:
                 ok[i] = r.response_txn.succeeded
         for item, done in zip(batch, ok):
             self._outcome(item.decision, done)
+        if self.progress is not None:
+            self.progress()   # after what landed is counted: a stop raised here loses no count
 
     def flush(self) -> None:
         """Send what is queued and wait for every answer."""
