@@ -373,3 +373,18 @@ def test_a_term_ended_by_progress_after_a_batch_counts_what_that_batch_wrote(cli
     landed = count(client, keys.protection)
     partial = info.value.partial
     assert landed > 0 and (partial.created, partial.writes, partial.txns) == (landed, landed, 1)
+
+
+def test_read_ids_spans_of_non_ascii_ids_match_reads_by_id(client, keys, monkeypatch):
+    ids = ["a", "a\u00e4", "\u00e4", "z", "\u65e5\u672c", "\U0001f600", "never"]
+    put_many(client, {keys.cluster(i): cluster(True, "s") for i in ids[:-1]})
+    put_many(client, {keys.dr_key(i): json.dumps({"replication": "broken"}) for i in ids[::2]})
+    revision = client.current_revision()
+    _, by_id = read_ids(client, keys, ids, revision=revision)
+    monkeypatch.setattr(reader, "SPAN_IDS", 2)
+    monkeypatch.setattr(reader, "SPAN_SLACK", 10)
+    before = client.stats["txn"]
+    _, spans = read_ids(client, keys, ids, revision=revision)
+    assert client.stats["txn"] - before == 4                       # 4 spans of 2 ids, none by id
+    assert sorted((o.id, o.cluster, o.dr, o.protection) for o in spans) == \
+        sorted((o.id, o.cluster, o.dr, o.protection) for o in by_id)

@@ -326,9 +326,11 @@ def _read_spans(client: Any, keys: Keys, wanted: list[str], revision: int, obser
         found: list[dict[str, Any]] = []
         for prefix, r in zip(prefixes, response.responses):
             strip = len(kv.to_bytes(prefix))
-            found.append({item.key[strip:].decode("utf-8", "replace"): item for item in r.response_range.kvs})
+            found.append({item.key[strip:]: item for item in r.response_range.kvs})
         clusters, dr, protection = found
-        observed.extend(Observed(cid, clusters.get(cid), dr.get(cid), protection.get(cid)) for cid in chunk)
+        for cid in chunk:  # by the key's bytes, as a read by id asks for them
+            raw = kv.to_bytes(cid)
+            observed.append(Observed(cid, clusters.get(raw), dr.get(raw), protection.get(raw)))
         if progress is not None:
             progress()
     return revision, rest
