@@ -317,3 +317,48 @@ def test_changes_are_reconciled_between_the_pages_of_a_full_pass(client, keys, d
     if changed_at > latest_other:  # a loaded machine ran the change after the whole pass
         pytest.skip("inconclusive: the change was made after the full pass had ended")
     assert mine.mod_revision < latest_other, "the change waited for the full pass to end"
+
+
+def test_a_mass_change_is_reconciled_by_one_full_pass(client, keys, daemons):
+    """Issue 16: a change set of >= MASS_CHANGE_MIN ids and >= 1/MASS_CHANGE_RATIO of the ids the last
+    full pass saw goes to one full pass, not an incremental pass reading each id. Here the first pass
+    created every record (its memo is empty: ``known`` must be the ids it saw, not the memo)."""
+    ids = [cid for i, cid in enumerate(populate(client, keys, 4000)) if i % 3]   # 2,666 with a DR site
+    one = daemons(keys.namespace)
+    wait_for(lambda: converged(client, keys, 4000), what="first pass")
+    wait_for(lambda: one.daemon.state.last_pass is not None, what="first pass booked")
+    full = one.metric("reconcile_duration_seconds_count", mode="full")
+    incremental = one.metric("reconcile_duration_seconds_count", mode="incremental")
+    release = threading.Event()
+    one.daemon.post(Wedge(release))  # the whole change reaches the leader at once
+    burst(client, keys, ids, salt=1)
+    wait_for(lambda: len(queued_ids(one)) == len(ids), what="the change queued")
+    release.set()
+    wait_for(lambda: reconciled(client, keys, ids), timeout=30, what="the change reconciled")
+    wait_for(lambda: one.metric("reconcile_duration_seconds_count", mode="full") == full + 1, what="a full pass")
+    assert one.metric("reconcile_duration_seconds_count", mode="incremental") == incremental
+
+
+def test_a_bug_escaping_a_pass_ends_the_term_not_the_process(client, keys, daemons, monkeypatch):
+    """Issue 16 item 2: an unexpected exception out of a pass is logged and ends the term; the
+    instance campaigns again, leads a new term, and reconciles."""
+    from worker.daemon import leader
+    real = leader.incremental_pass
+    failed = threading.Event()
+
+    def buggy(*args, **kw):
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("a bug in the pass")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(leader, "incremental_pass", buggy)
+    populate(client, keys, 10)
+    one = daemons(keys.namespace)
+    wait_for(lambda: converged(client, keys, 10) and one.leads(), what="first pass")
+    term = one.daemon.state.term
+    burst(client, keys, ["c-000001"], salt=1)
+    assert failed.wait(10)
+    wait_for(lambda: one.leads() and one.daemon.state.term not in (None, term), what="a new term")
+    wait_for(lambda: reconciled(client, keys, ["c-000001"]), what="the change reconciled by the new term")
+    assert one.thread.is_alive() and one.exit_code == []

@@ -8,11 +8,12 @@ import threading
 
 import pytest
 
-from worker.etcd import EtcdRequestError, endpoints, kv
+from worker.etcd import endpoints, kv
 from worker.etcd.errors import MessageTooLargeError
 from worker.protection.keys import Keys
 from worker.protection.memo import PassMemo
-from worker.protection.reader import read_all
+from worker.protection import reader
+from worker.protection.reader import read_all, read_ids
 from worker.protection.reconcile import PROGRESS_ROWS, InvalidLog, full_pass, incremental_pass
 from worker.protection.records import FIELDS, STATES, Record, loads
 from worker.protection.rules import KV, Decision, stored_record, stored_state
@@ -210,10 +211,10 @@ def test_a_full_batch_at_the_limit_is_accepted_by_etcd_and_one_more_is_refused(c
     assert count(client, keys.protection) == 124
     over = BatchWriter(client, fence)
     over.batch_size = 125                                           # one more than the rule allows
-    with pytest.raises(EtcdRequestError, match="too many operations"):
-        for decision, key, inputs in creates(Keys(keys.namespace + "/over"), 125):
-            over.add(decision, key, 0, inputs)                      # the 125th sends the batch
-    assert count(client, keys.namespace + "/over/") == 0
+    for decision, key, inputs in creates(Keys(keys.namespace + "/over"), 125):
+        over.add(decision, key, 0, inputs)                          # the 125th sends the batch
+    over.flush()                                                    # refused ("too many operations"): split
+    assert (over.writes, over.txns) == (125, 2) and count(client, keys.namespace + "/over/protection/") == 125
 
 
 def test_a_pass_of_the_daemons_shape_fills_each_batch(client, keys):
@@ -318,3 +319,72 @@ def test_progress_is_called_within_a_page_every_few_hundred_rows(client, keys):
     calls = []
     full_pass(client, keys, None, dry_run=True, progress=lambda: calls.append(1))
     assert len(calls) == 3 + 1200 // PROGRESS_ROWS      # one per prefix's page, and one per 500 rows
+
+
+# -- read_ids: spans and the message-limit fallback -----------------------------------------------
+
+def test_read_ids_halves_its_transactions_when_an_answer_would_exceed_the_message_limit(client, small_client,
+                                                                                       keys):
+    for i in range(10):                                             # 42 ids a txn x 300 KiB: over 1 MiB
+        put(client, keys.cluster(f"c{i:02}"), big_cluster(300 * 1024))
+    revision, observed = read_ids(small_client, keys, [f"c{i:02}" for i in range(10)])
+    assert [o.id for o in observed] == [f"c{i:02}" for i in range(10)]
+    assert all(o.cluster is not None and o.cluster.mod_revision <= revision for o in observed)
+
+
+def test_read_ids_reads_dense_ids_in_spans_and_sparse_ones_by_id(client, keys, monkeypatch):
+    put_many(client, {keys.cluster(f"c{i:03}"): cluster(True, "s") for i in range(200)})
+    put_many(client, {keys.dr_key(f"c{i:03}"): json.dumps({"replication": "in_sync"}) for i in range(0, 200, 2)})
+    dense, sparse = [f"c{i:03}" for i in range(50, 150)], [f"c{i:03}" for i in range(0, 200, 10)]
+    revision = client.current_revision()
+    by_id = {name: read_ids(client, keys, ids, revision=revision)[1] for name, ids in
+             (("dense", dense), ("sparse", sparse))}
+    monkeypatch.setattr(reader, "SPAN_IDS", 20)
+    for name, ids, txns in (("dense", dense, 5), ("sparse", sparse, 1 + 1)):   # 5 spans; 1 refused span + 1 by id
+        before = client.stats["txn"]
+        _, got = read_ids(client, keys, ids, revision=revision)
+        assert client.stats["txn"] - before == txns, name
+        assert [(o.id, o.cluster, o.dr, o.protection) for o in got] == \
+            [(o.id, o.cluster, o.dr, o.protection) for o in by_id[name]], name
+
+
+def test_read_ids_spans_fall_back_to_ids_when_an_answer_is_too_large(client, small_client, keys, monkeypatch):
+    for i in range(6):
+        put(client, keys.cluster(f"c{i:02}"), big_cluster(300 * 1024))
+    monkeypatch.setattr(reader, "SPAN_IDS", 6)                      # one span of 1.8 MB: over 1 MiB
+    _, observed = read_ids(small_client, keys, [f"c{i:02}" for i in range(6)])
+    assert [o.id for o in observed] == [f"c{i:02}" for i in range(6)] and all(o.cluster for o in observed)
+
+
+def test_a_term_ended_by_progress_after_a_batch_counts_what_that_batch_wrote(client, keys, fence):
+    """Issue 16 item 6: ``progress`` runs after an answered batch; when it raises (the daemon's
+    ``StepDown``), the writes of that batch are already in ``writes`` and in the partial result."""
+    put_many(client, {keys.cluster(f"c{i:03}"): cluster(True, None) for i in range(300)})
+
+    class Stop(Exception):
+        pass
+
+    def progress():
+        if count(client, keys.protection):                  # something landed: the term ends now
+            raise Stop
+
+    with pytest.raises(Stop) as info:
+        incremental_pass(client, keys, fence, [f"c{i:03}" for i in range(300)], progress=progress)
+    landed = count(client, keys.protection)
+    partial = info.value.partial
+    assert landed > 0 and (partial.created, partial.writes, partial.txns) == (landed, landed, 1)
+
+
+def test_read_ids_spans_of_non_ascii_ids_match_reads_by_id(client, keys, monkeypatch):
+    ids = ["a", "a\u00e4", "\u00e4", "z", "\u65e5\u672c", "\U0001f600", "never"]
+    put_many(client, {keys.cluster(i): cluster(True, "s") for i in ids[:-1]})
+    put_many(client, {keys.dr_key(i): json.dumps({"replication": "broken"}) for i in ids[::2]})
+    revision = client.current_revision()
+    _, by_id = read_ids(client, keys, ids, revision=revision)
+    monkeypatch.setattr(reader, "SPAN_IDS", 2)
+    monkeypatch.setattr(reader, "SPAN_SLACK", 10)
+    before = client.stats["txn"]
+    _, spans = read_ids(client, keys, ids, revision=revision)
+    assert client.stats["txn"] - before == 4                       # 4 spans of 2 ids, none by id
+    assert sorted((o.id, o.cluster, o.dr, o.protection) for o in spans) == \
+        sorted((o.id, o.cluster, o.dr, o.protection) for o in by_id)

@@ -56,9 +56,12 @@ DEBOUNCE = 0.002
 #: the longest the idle loop waits for an event before it beats again
 TICK = 0.5
 #: a change set of at least this many ids, and at least 1/``MASS_CHANGE_RATIO`` of the ids the
-#: last full pass saw, is reconciled by a full pass (reads by id cost about 8x a full pass's row)
+#: last full pass saw, is reconciled by a full pass: a large change set is read in spans (about a
+#: full pass's row an id, ``reader.read_ids``), so only past half of the ids does a full pass (whose
+#: memo skips the unchanged rest) cost less; below that, incremental passes follow a mass change as
+#: it is written, where a full pass begun mid-way must be followed by another
 MASS_CHANGE_MIN = 2_000
-MASS_CHANGE_RATIO = 8
+MASS_CHANGE_RATIO = 2
 
 
 @dataclass
@@ -111,6 +114,8 @@ class LeaderTerm:
         #: the revision of the last full pass that wrote (or would have): changes reported at or
         #: below it are already reconciled by that pass
         self._covered = 0
+        #: the ids the last completed full pass saw (the memo keeps only those that wrote nothing)
+        self._known = 0
         self._nested = False          # an incremental pass runs inside a full pass's callback
         self._in_full = False
         self._interleaved: set[str] = set()
@@ -146,7 +151,7 @@ class LeaderTerm:
                 if changed and self._mass(changed):
                     # a mass change (a DR link outage): one full pass costs less than reading
                     # every changed id on its own, and it sees every one of them
-                    log.info("mass_change", changed=len(changed), known=len(self.memo),
+                    log.info("mass_change", changed=len(changed), known=self._known,
                              note="reconciled by a full pass")
                     self._catch_up = True
                 elif changed:  # while paused: a dry run (plans, so /status stays true; writes nothing)
@@ -281,6 +286,8 @@ class LeaderTerm:
             self.book.finished(result, ids, replaces)
             if ids is None and not result.dry_run:
                 self._covered = max(self._covered, result.revision)
+            if ids is None:
+                self._known = result.seen
             if ids is not None and result.conflicted_ids:
                 self._pending |= set(result.conflicted_ids)  # moved under us: look again, level-triggered
             return result
@@ -303,8 +310,8 @@ class LeaderTerm:
 
     def _mass(self, changed: set[str]) -> bool:
         """Whether ``changed`` is a mass change: a full pass reconciles it for less than reading
-        each id (a read by id costs about ``MASS_CHANGE_RATIO`` times a row of a full pass)."""
-        return len(changed) >= MASS_CHANGE_MIN and len(changed) * MASS_CHANGE_RATIO >= len(self.memo)
+        each id: see ``MASS_CHANGE_RATIO``."""
+        return len(changed) >= MASS_CHANGE_MIN and len(changed) * MASS_CHANGE_RATIO >= self._known
 
     def _drain(self) -> set[str]:
         changed: set[str] = set()

@@ -19,7 +19,7 @@ import structlog
 
 from worker.protection.keys import Keys
 from worker.protection.memo import Outcome, PassMemo, revisions_key
-from worker.protection.reader import DEFAULT_PAGE_SIZE, Progress, Row, observe, read_all, read_ids
+from worker.protection.reader import DEFAULT_PAGE_SIZE, SPAN_IDS, Progress, Row, observe, read_all, read_ids
 from worker.protection.records import format_time
 from worker.protection.rules import Decision, InvalidInput, decide_isolated
 from worker.protection.writer import MAX_TXN_OPS, BatchWriter, Fence, FenceLostError, PausedError, leader_fence
@@ -36,7 +36,8 @@ MAX_CHANGE_LINES = 1000
 PROGRESS_ROWS = 500
 #: write transactions in flight at once in a full pass: etcd applies one batch while the next is
 #: built and sent (and the pass keeps reading); see ``writer.BatchWriter``. An incremental pass
-#: (a few ids, one batch) sends its batch and waits: no thread
+#: (a few ids, one batch) sends its batch and waits: no thread; one of ``reader.SPAN_IDS`` ids or
+#: more (a mass change, read in spans) keeps this many in flight too
 WRITE_DEPTH = 3
 
 
@@ -304,6 +305,8 @@ def incremental_pass(client: Any, keys: Keys, fence: Fence | None, ids: Iterable
     try:
         revision, observed = read_ids(client, keys, ids, revision=revision, progress=progress)
         p.result.revision = revision
+        if p.writer is not None and len(observed) >= SPAN_IDS:
+            p.writer.depth = WRITE_DEPTH  # a mass change: its batches in flight like a full pass's
         return _run(p, ((obs.id.encode(), obs.cluster, obs.dr, obs.protection) for obs in observed))
     except BaseException:
         p.abandon()
