@@ -130,7 +130,7 @@ class Daemons:
     def leader(self) -> WorkerProcess:
         found = current_leader(self.client, self.keys)
         assert found is not None, "no leader"
-        return self.workers[found[0]["instance_id"]]
+        return self.workers[found[0].instance_id]
 
     def follower(self) -> WorkerProcess:
         lead = self.leader()
@@ -139,9 +139,9 @@ class Daemons:
     def wait_first_pass(self) -> None:
         def done() -> bool:
             found = current_leader(self.client, self.keys)
-            if found is None or found[0]["instance_id"] not in self.workers:
+            if found is None or found[0].instance_id not in self.workers:
                 return False
-            body = self.workers[found[0]["instance_id"]].get("/healthz")[1] or {}
+            body = self.workers[found[0].instance_id].get("/healthz")[1] or {}
             return (body.get("last_pass") or {}).get("term") == found[1].create_revision
         wait_until(done, 30, "the leader's first pass")
 

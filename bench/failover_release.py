@@ -166,7 +166,7 @@ def real_systemd(args: argparse.Namespace) -> dict[str, Any] | None:
                     states = [workers.show(n, "ActiveState", "SubState", "StatusText") for n in names]
                     if found and all(s["SubState"] == "running" and s["StatusText"] for s in states):
                         code = 0
-                        leader = found[0]["instance_id"].removeprefix("pw-")
+                        leader = found[0].instance_id.removeprefix("pw-")
                         others = [n for n in names if n != leader]
                         from urllib.request import urlopen
                         try:

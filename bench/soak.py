@@ -196,7 +196,7 @@ class Faults:
 
     def strike(self) -> None:
         leader = current_leader(self.client, self.keys)
-        worker = self.by_id(leader[0]["instance_id"]) if leader else None
+        worker = self.by_id(leader[0].instance_id) if leader else None
         if worker is None or not worker.running():
             self.errors.append("no leader to strike (skipped)")
             return

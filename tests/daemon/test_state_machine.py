@@ -199,6 +199,8 @@ def test_state_gauges_follow_incremental_passes(client, keys, daemons):
     ids = populate(client, keys, 30)
     one = daemons(keys.namespace)
     wait_for(lambda: converged(client, keys, 30), what="first pass")
+    # the records land before the pass is booked (its gauges): wait for the booking, not the writes
+    wait_for(lambda: gauged_states(one) == stored_states(client, keys), what="the first pass counted")
     before = {s: one.metric("clusters", state=s) for s in ("unprotected", "protecting", "protected", "degraded")}
     assert sum(before.values()) == 30
     # every cluster with a DR site: broken replication -> degraded

@@ -48,7 +48,7 @@ def test_a_client_certificate_without_a_ca_is_refused(tmp_path, certs):
                                 f'key = "{certs.client_key}"'])
     assert result.returncode == 2
     assert _one_line(result) == ("protection-worker: config error: etcd.cert: a client certificate without "
-                                 "etcd.ca_cert is refused")
+                                 "etcd.ca_cert is refused (it would not be verified, or silently go plaintext)")
 
 
 @pytest.mark.parametrize("what", ["missing", "directory"])

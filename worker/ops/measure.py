@@ -194,6 +194,12 @@ def measure_failover(client: EtcdClient, keys: Keys, fault: Callable[[], None], 
             if result.first_reconcile_ms is None:
                 last = (probe.get("/healthz")[1] or {}).get("last_pass") or {}
                 if last.get("term") == new.create_revision:
+                    if result.leaderless_ms is None:
+                        # a completed pass means the Mutex was taken; its watch event can still be on
+                        # the way: ask etcd now, so leading is never stamped after the pass it started
+                        holder = line_leader(client, keys.lock)
+                        if holder is not None and holder.lease == new.lease:
+                            result.leaderless_ms, result.sources["leaderless_ms"] = elapsed(), "etcd"
                     result.first_reconcile_ms, result.sources["first_reconcile_ms"] = elapsed(), "http"
             if result.leaderless_ms is not None:
                 if result.first_reconcile_ms is not None:
