@@ -11,21 +11,76 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from pyetcd.etcdrpc import kv_pb2
 
-@dataclass(frozen=True, slots=True)
+
+_FIELDS = ("key", "value", "create_revision", "mod_revision", "version", "lease")
+
+
 class KV:
-    """A stored key: ``key`` and ``value`` as bytes, its revisions, version and lease."""
+    """A stored key: ``key`` and ``value`` as bytes, its revisions, version and lease (read-only).
 
-    key: bytes
-    value: bytes = b""
-    create_revision: int = 0
-    mod_revision: int = 0
-    version: int = 0
-    lease: int = 0
+    A view of the message etcd answered (``from_pb`` wraps it without copying): a page of a
+    100,000-cluster pass reads only the fields it needs (``key`` and ``mod_revision`` for the
+    memo), so the typed answer costs what the raw one did."""
+
+    __slots__ = ("_pb",)
+    _pb: Any
+
+    def __init__(self, key: bytes, value: bytes = b"", create_revision: int = 0, mod_revision: int = 0,
+                 version: int = 0, lease: int = 0) -> None:
+        object.__setattr__(self, "_pb", kv_pb2.KeyValue(key=key, value=value, create_revision=create_revision,
+                                                        mod_revision=mod_revision, version=version, lease=lease))
+
+    @property
+    def key(self) -> bytes:
+        return self._pb.key
+
+    @property
+    def value(self) -> bytes:
+        return self._pb.value
+
+    @property
+    def create_revision(self) -> int:
+        return self._pb.create_revision
+
+    @property
+    def mod_revision(self) -> int:
+        return self._pb.mod_revision
+
+    @property
+    def version(self) -> int:
+        return self._pb.version
+
+    @property
+    def lease(self) -> int:
+        return self._pb.lease
+
+    def _astuple(self) -> tuple[bytes, bytes, int, int, int, int]:
+        pb = self._pb
+        return (pb.key, pb.value, pb.create_revision, pb.mod_revision, pb.version, pb.lease)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"KV is read-only: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KV) and self._astuple() == other._astuple()
+
+    def __hash__(self) -> int:
+        return hash(self._astuple())
+
+    def __repr__(self) -> str:
+        return "KV(" + ", ".join(f"{n}={v!r}" for n, v in zip(_FIELDS, self._astuple())) + ")"
 
     @staticmethod
     def from_pb(kv: Any) -> KV:
-        return KV(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+        view = _new(KV)
+        _set_pb(view, kv)
+        return view
+
+
+_new = object.__new__
+_set_pb = KV.__dict__["_pb"].__set__
 
 
 @dataclass(frozen=True, slots=True)
