@@ -25,7 +25,7 @@ from tests.daemon.test_liveness import WATCHDOG_SEC, Pings  # noqa: E402
 from worker.etcd import connect, kv  # noqa: E402
 from worker.ops.embedded_etcd import EtcdCluster  # noqa: E402
 from worker.ops.inventory import put_batched  # noqa: E402
-from worker.protection.keys import Keys  # noqa: E402
+from worker.keys import Keys  # noqa: E402
 from worker.protection.reader import read_all  # noqa: E402
 
 STATE = {"broken": "degraded", "in_sync": "protected"}

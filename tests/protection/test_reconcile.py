@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from worker.errors import WorkerError
 from worker.etcd import Cmp, Op
 from worker.protection.inputs import MAX_DR_SITE_BYTES
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.reader import read_all, read_ids
 from worker.protection.reconcile import WRITE_DEPTH, InvalidLog, full_pass, incremental_pass
 from worker.protection.writer import BatchWriter, Fence, FenceLostError

@@ -10,7 +10,7 @@ import pytest
 
 from worker.etcd import Cmp, Op, endpoints
 from worker.etcd.errors import MessageTooLargeError
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.memo import PassMemo
 from worker.protection.reader import read_all
 from worker.protection.reconcile import PROGRESS_ROWS, InvalidLog, full_pass, incremental_pass

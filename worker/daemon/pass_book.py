@@ -20,7 +20,7 @@ import structlog
 
 from worker.daemon.metrics import Metrics
 from worker.daemon.state import DaemonState
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.reconcile import PassResult
 
 log = structlog.get_logger("worker.daemon")

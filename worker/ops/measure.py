@@ -48,9 +48,6 @@ POLL = 0.002
 #: a pass that writes shows its first stamp within this long after the new leader holds the Mutex
 GRACE = 2.0
 
-FIGURES = ("handover_ms", "leaderless_ms", "first_reconcile_ms")
-#: measured when it happens, null otherwise (never a failure): see the module's doc
-EXTRA_FIGURES = ("first_write_ms",)
 
 
 @dataclass
