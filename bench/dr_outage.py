@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon.inprocess import config, converged, populate, start, wait_for  # noqa: E402
 from tests.daemon.test_liveness import WATCHDOG_SEC, Pings  # noqa: E402
 from worker.etcd import connect, kv  # noqa: E402
-from worker.ops.embedded_etcd import EtcdCluster  # noqa: E402
-from worker.ops.inventory import put_batched  # noqa: E402
+from worker.demo.embedded_etcd import EtcdCluster  # noqa: E402
+from worker.demo.inventory import put_batched  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 from worker.protection.reader import read_all  # noqa: E402
 

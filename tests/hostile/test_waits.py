@@ -19,8 +19,8 @@ from tests.daemon.test_liveness import WATCHDOG_SEC, Pings
 from worker.control import set_paused
 from worker.etcd import connect
 from worker.ops.audit import AuditIncompleteError, audit
-from worker.ops.embedded_etcd import find_binary
-from worker.ops.faultproxy import FaultProxy
+from worker.demo.embedded_etcd import find_binary
+from tests.harness.faultproxy import FaultProxy
 from worker.keys import Keys
 
 GAP_GOAL = WATCHDOG_SEC / 2 + 1
