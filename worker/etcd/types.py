@@ -134,35 +134,75 @@ class DeleteResponse:
 OpResponse = Union[RangeResponse, PutResponse, DeleteResponse, "TxnResponse"]
 
 
-@dataclass(frozen=True, slots=True)
 class TxnResponse:
     """A transaction: ``succeeded`` (the compares held), the store's ``revision``, and one
-    response per op of the branch taken (a nested transaction's is a ``TxnResponse``)."""
+    response per op of the branch taken (a nested transaction's is a ``TxnResponse``).
 
-    revision: int
-    succeeded: bool
-    responses: list[OpResponse] = field(default_factory=list)
+    ``responses`` are converted from the answered message when first asked for; ``nested(i)``
+    and ``range(i)`` convert only the one asked for (a batch of 124 writes is checked at the
+    cost of the raw answer)."""
+
+    __slots__ = ("revision", "succeeded", "_responses", "_pb")
+
+    def __init__(self, revision: int, succeeded: bool, responses: list[OpResponse] | None = None,
+                 pb: Any = None) -> None:
+        self.revision = revision
+        self.succeeded = succeeded
+        self._responses = responses if responses is not None or pb is not None else []
+        self._pb = pb
+
+    @property
+    def responses(self) -> list[OpResponse]:
+        if self._responses is None:
+            self._responses = [_op_from_pb(r, self.revision) for r in self._pb.responses]
+        return self._responses
 
     @property
     def header(self) -> Header:  # COMPAT (issue 18)
         return Header(self.revision)
 
+    def _raw(self, index: int, which: str) -> Any:
+        op = self._pb.responses[index]
+        assert op.WhichOneof("response") == which, op
+        return getattr(op, which)
+
     def range(self, index: int) -> RangeResponse:
         """The ``index``-th response, which must be a read's."""
-        got = self.responses[index]
-        assert isinstance(got, RangeResponse), got
-        return got
+        if self._responses is None:
+            got = self._raw(index, "response_range")
+            return RangeResponse.from_pb(got, got.header.revision or self.revision)
+        found = self._responses[index]
+        assert isinstance(found, RangeResponse), found
+        return found
 
     def nested(self, index: int) -> TxnResponse:
         """The ``index``-th response, which must be a nested transaction's."""
-        got = self.responses[index]
-        assert isinstance(got, TxnResponse), got
-        return got
+        if self._responses is None:
+            return TxnResponse.from_pb(self._raw(index, "response_txn"), self.revision)
+        found = self._responses[index]
+        assert isinstance(found, TxnResponse), found
+        return found
+
+    def nested_succeeded(self, count: int) -> list[bool]:
+        """Whether each of the first ``count`` responses (nested transactions) succeeded: the
+        writer's per-change check of a batch, read straight from the answer."""
+        if self._responses is None:
+            return [r.response_txn.succeeded for r in self._pb.responses[:count]]
+        return [self.nested(i).succeeded for i in range(count)]
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, TxnResponse) and (self.revision, self.succeeded, self.responses)
+                == (other.revision, other.succeeded, other.responses))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TxnResponse(revision={self.revision}, succeeded={self.succeeded}, responses={self.responses!r})"
 
     @staticmethod
     def from_pb(resp: Any, revision: int | None = None) -> TxnResponse:
         rev = resp.header.revision if revision is None else revision
-        return TxnResponse(rev, bool(resp.succeeded), [_op_from_pb(r, rev) for r in resp.responses])
+        return TxnResponse(rev, bool(resp.succeeded), pb=resp)
 
 
 def _op_from_pb(op: Any, revision: int) -> OpResponse:

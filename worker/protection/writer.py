@@ -376,7 +376,7 @@ class BatchWriter:
                 continue
             if not isinstance(response, _Refused) and response.succeeded:
                 self.txns += 1
-                ok = [response.nested(i).succeeded for i in range(len(batch))]
+                ok = response.nested_succeeded(len(batch))
                 self.writes += sum(ok)
                 for item, done in zip(batch, ok):
                     if not (done and item.decision.action == "recreate"):
@@ -388,7 +388,7 @@ class BatchWriter:
             self._split(batch, response.err)
             return
         response = self._check(response, batch)
-        ok = [response.nested(i).succeeded for i in range(len(batch))]
+        ok = response.nested_succeeded(len(batch))
         self.writes += sum(ok)
         recreated = [i for i in second if ok[i]]
         if recreated:
@@ -402,8 +402,7 @@ class BatchWriter:
                     if not (item.decision.action == "recreate" and ok[i]):
                         self._outcome(item.decision, ok[i])
                 raise
-            for j, i in enumerate(recreated):
-                done = response2.nested(j).succeeded
+            for i, done in zip(recreated, response2.nested_succeeded(len(recreated))):
                 self.writes += done
                 ok[i] = done
         for item, done in zip(batch, ok):
