@@ -31,7 +31,7 @@ from worker.demo.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
 from worker.demo.instances import SupervisedWorker, WorkerProcess  # noqa: E402
 from worker.ops.measure import Failover, current_leader, measure_failover  # noqa: E402
 from worker.ops import inventory  # noqa: E402
-from worker.protection.keys import Keys  # noqa: E402
+from worker.keys import Keys  # noqa: E402
 
 NAMESPACE = "/protection-worker"
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "protection-worker.service"

@@ -40,7 +40,7 @@ from bench.reconcile import populate  # noqa: E402
 from worker.etcd import Watch, connect, kv  # noqa: E402
 from worker.demo.embedded_etcd import EtcdCluster  # noqa: E402
 from worker.demo.instances import WorkerProcess  # noqa: E402
-from worker.protection.keys import Keys  # noqa: E402
+from worker.keys import Keys  # noqa: E402
 
 NAMESPACE = "/protection-worker"
 

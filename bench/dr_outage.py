@@ -30,7 +30,7 @@ from worker.etcd import connect, kv  # noqa: E402
 from worker.demo.embedded_etcd import EtcdCluster  # noqa: E402
 from worker.demo.inventory import put_batched  # noqa: E402
 from tests.protection.helpers import make_fence  # noqa: E402
-from worker.protection.keys import Keys  # noqa: E402
+from worker.keys import Keys  # noqa: E402
 from worker.protection.memo import PassMemo  # noqa: E402
 from worker.protection.reader import read_all  # noqa: E402
 from worker.protection.reconcile import full_pass  # noqa: E402

@@ -73,7 +73,7 @@ from worker.etcd.watch import Watch  # noqa: E402
 from worker.demo.embedded_etcd import EtcdCluster, find_binary  # noqa: E402
 from worker.demo.instances import WorkerProcess  # noqa: E402
 from worker.ops.measure import Failover  # noqa: E402
-from worker.protection.keys import Keys  # noqa: E402
+from worker.keys import Keys  # noqa: E402
 from benchlib import (ELECT_NAME, HEAD, NAMESPACE, POLL_KEY, SETTLE, Ctl, Daemons, GoWatch,  # noqa: E402
                       clean_up, count_keys, load_inventory, log, percentile, row, verdict, wait_until)
 

@@ -41,7 +41,7 @@ from worker.etcd import EtcdClient, connect  # noqa: E402
 from worker.demo.embedded_etcd import EtcdCluster, binary_version  # noqa: E402
 from worker.ops.measure import Failover, current_leader, format_ms, measure_failover  # noqa: E402
 from worker.demo.supervisor import ServiceSpec  # noqa: E402
-from worker.protection.keys import Keys  # noqa: E402
+from worker.keys import Keys  # noqa: E402
 
 
 def standin(args: argparse.Namespace) -> dict[str, Any]:

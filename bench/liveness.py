@@ -28,7 +28,7 @@ from worker.control import set_paused  # noqa: E402
 from worker.daemon.events import Wedge  # noqa: E402
 from worker.etcd import connect  # noqa: E402
 from worker.demo.embedded_etcd import EtcdCluster  # noqa: E402
-from worker.protection.keys import Keys  # noqa: E402
+from worker.keys import Keys  # noqa: E402
 
 
 def watchdog_gap(endpoints: list[str], n: int) -> None:

@@ -41,7 +41,7 @@ from worker.concurrency import Election, Mutex, Session
 from worker.etcd import connect, kv
 from worker.demo.embedded_etcd import EtcdCluster
 from worker.demo import inventory
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.reconcile import InvalidLog, full_pass
 from worker.protection.records import format_time
 from worker.protection.rules import Observed, decide

@@ -48,7 +48,7 @@ from worker.demo.embedded_etcd import EtcdCluster  # noqa: E402
 from worker.demo.inventory import put_batched  # noqa: E402
 from worker.demo.instances import WorkerProcess, stop_group  # noqa: E402
 from worker.ops.measure import current_leader, measure_failover  # noqa: E402
-from worker.protection.keys import Keys  # noqa: E402
+from worker.keys import Keys  # noqa: E402
 from worker.protection.reconcile import full_pass  # noqa: E402
 
 REPLICATIONS = ("in_sync", "syncing", "broken")

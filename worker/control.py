@@ -30,12 +30,6 @@ class Switchover:
     from_term: int
     until: float
 
-    @property
-    def active(self) -> bool:
-        """COMPAT (issue 18): always True (while the key exists, the request stands: etcd's lease,
-        not this host's clock, ends it); dead, kept only for worker/daemon/leader.py (MIGRATION.md)."""
-        return True
-
 
 @dataclass(frozen=True)
 class Controls:

@@ -14,7 +14,7 @@ from worker.concurrency import Election, Mutex, Session
 from worker.concurrency.errors import SessionExpiredError, WaitTimeoutError
 from worker.etcd import connect
 from worker.demo.embedded_etcd import find_binary
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 from tests.protection.helpers import cluster, count, dr, get, put, record
 

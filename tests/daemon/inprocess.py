@@ -21,7 +21,7 @@ from worker.daemon.notify import Notifier
 from worker.daemon.runner import Daemon
 from worker.etcd import PutEvent, Watch, kv
 from worker.demo import inventory
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 
 

@@ -15,7 +15,7 @@ import pytest
 from tests.daemon.inprocess import config, converged, populate, start, wait_for
 from worker.daemon.events import Wedge
 from worker.daemon.notify import Notifier
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 WATCHDOG_SEC = 6.0  # systemd/protection-worker.service
 

@@ -20,7 +20,7 @@ from worker.daemon.events import InputsChanged, Wedge
 from worker.etcd import kv
 from tests.harness.faultproxy import FaultProxy
 from worker.demo.inventory import put_batched
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.reconcile import MAX_CHANGE_LINES
 from worker.protection.records import STATES
 

@@ -15,7 +15,7 @@ import pytest
 from tests.faults.helpers import REQUEST_TIMEOUT, TTL
 from worker.etcd import connect
 from worker.demo.instances import WorkerProcess, stop_group, wait_ready
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 
 @pytest.fixture

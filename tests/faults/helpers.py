@@ -17,7 +17,7 @@ from worker.etcd.errors import EtcdError
 from worker.ops.audit import audit
 from worker.demo.embedded_etcd import EtcdMember
 from worker.demo.instances import WorkerProcess
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.reconcile import full_pass
 
 TTL = 3

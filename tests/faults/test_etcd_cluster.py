@@ -33,7 +33,7 @@ from tests.faults.helpers import (
 from worker.etcd.client import EtcdClient
 from worker.demo.embedded_etcd import EtcdCluster
 from worker.demo.instances import WorkerProcess
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 pytestmark = pytest.mark.faults
 

@@ -13,6 +13,7 @@ CI runs a fixed seed (``derandomize``) and a bounded number of examples; the ben
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -27,9 +28,9 @@ from tests.hostile.strategies import hostile
 from worker import cli
 from worker.concurrency.line import Candidate
 from worker.control import parse_switchover
-from worker.daemon.identity import parse_identity
+from worker.identity import Identity
 from worker.protection.inputs import InputError, parse_cluster, parse_dr
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.records import Record
 from worker.protection.rules import KV, Observed, decide_isolated, stored_state
 from worker.protection.stamp import WriteStamp
@@ -65,7 +66,7 @@ def test_every_parser_is_total_and_bounded(raw: bytes) -> None:
         assert len(str(exc)) < BOUND
     WriteStamp.parse(raw)
     parse_switchover(raw)
-    ident = parse_identity(raw)
+    ident = dataclasses.asdict(Identity.parse(raw))
     assert len(json.dumps(ident)) < BOUND
     name = Candidate("k", 1, 1, raw).instance_id
     assert name is None or len(name) < BOUND

@@ -21,7 +21,7 @@ from worker.etcd import connect
 from worker.ops.audit import AuditIncompleteError, audit
 from worker.demo.embedded_etcd import find_binary
 from tests.harness.faultproxy import FaultProxy
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 GAP_GOAL = WATCHDOG_SEC / 2 + 1
 

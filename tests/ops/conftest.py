@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 
 from worker.concurrency import Election, Mutex, Session
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.writer import Fence, leader_fence
 
 

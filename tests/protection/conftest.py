@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.writer import Fence
 
 from tests.protection.helpers import make_fence

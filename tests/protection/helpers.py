@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from worker.etcd import kv
-from worker.protection.keys import Keys
+from worker.etcd import Cmp, EtcdClient, Op
+from worker.keys import Keys
 from worker.protection.writer import Fence
 
 
@@ -18,42 +18,42 @@ def dr(replication: str) -> str:
     return json.dumps({"replication": replication})
 
 
-def put(client: Any, key: str, value: str) -> int:
-    return client.txn(kv.txn_request([], [kv.op_put(key, value)])).header.revision
+def put(client: EtcdClient, key: str, value: str) -> int:
+    return client.txn().then(Op.put(key, value)).commit().revision
 
 
-def put_many(client: Any, items: dict[str, str]) -> int:
+def put_many(client: EtcdClient, items: dict[str, str]) -> int:
     items_l = list(items.items())
     rev = 0
     for i in range(0, len(items_l), 100):
-        rev = client.txn(kv.txn_request([], [kv.op_put(k, v) for k, v in items_l[i:i + 100]])).header.revision
+        rev = client.txn().then(*(Op.put(k, v) for k, v in items_l[i:i + 100])).commit().revision
     return rev
 
 
-def delete(client: Any, key: str) -> int:
-    return client.txn(kv.txn_request([], [kv.op_delete(key)])).header.revision
+def delete(client: EtcdClient, key: str) -> int:
+    return client.txn().then(Op.delete(key)).commit().revision
 
 
-def get(client: Any, key: str) -> Any:
-    kvs = client.range(kv.range_request(key)).kvs
+def get(client: EtcdClient, key: str) -> Any:
+    kvs = client.range(key).kvs
     return kvs[0] if kvs else None
 
 
-def record(client: Any, keys: Keys, cid: str) -> dict | None:
+def record(client: EtcdClient, keys: Keys, cid: str) -> dict | None:
     got = get(client, keys.protection_key(cid))
     return json.loads(got.value) if got else None
 
 
-def count(client: Any, prefix: str) -> int:
-    return client.range(kv.range_request(prefix, prefix=True, count_only=True)).count
+def count(client: EtcdClient, prefix: str) -> int:
+    return client.range(prefix, prefix=True, count_only=True).count
 
 
-def make_fence(client: Any, keys: Keys) -> Fence:
+def make_fence(client: EtcdClient, keys: Keys) -> Fence:
     """A fence like the daemon's: the create revision of a key standing in for the election key."""
     key = keys.election + "/fence-test"
-    rev = client.txn(kv.txn_request([kv.cmp_create(key, "=", 0)], [kv.op_put(key, "{}")], [kv.op_get(key)]))
-    term = rev.header.revision if rev.succeeded else kv.response_kvs(rev, 0)[0].create_revision
-    return Fence(term, [kv.cmp_create(key, "=", term)])
+    rev = client.txn().if_(Cmp.absent(key)).then(Op.put(key, "{}")).else_(Op.get(key)).commit()
+    term = rev.revision if rev.succeeded else rev.range(0).kvs[0].create_revision
+    return Fence(term, [Cmp.create(key, "=", term)])
 
 
 class DeadlineTooClose(Exception):

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.errors import WorkerError
-from worker.etcd import kv
+from worker.etcd import Cmp, Op
 from worker.protection.inputs import MAX_DR_SITE_BYTES
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.reader import read_all, read_ids
 from worker.protection.reconcile import WRITE_DEPTH, InvalidLog, full_pass, incremental_pass
 from worker.protection.writer import BatchWriter, Fence, FenceLostError
@@ -107,7 +107,7 @@ def test_removal_and_orphans_are_deleted_in_bulk(client, keys, fence):
     put_many(client, {keys.cluster(f"c{i:03}"): cluster(True, None) for i in range(300)})
     full_pass(client, keys, fence)
     put_many(client, {keys.protection_key(f"orphan{i:03}"): "{}" for i in range(20)})
-    client.txn(kv.txn_request([], [kv.op_delete(keys.cluster("c"), prefix=True)]))
+    client.txn().then(Op.delete(keys.cluster("c"), prefix=True)).commit()
     txns = client.stats["txn"]
     result = full_pass(client, keys, fence)
     assert result.deleted == 320 and result.seen == 0 and result.states == {}
@@ -216,7 +216,7 @@ def test_dry_run_plans_and_writes_nothing(client, keys):
 
 def test_fence_failure_writes_nothing_and_raises(client, keys):
     put_many(client, {keys.cluster(f"c{i}"): cluster(True, None) for i in range(10)})
-    stale = Fence(12345, [kv.cmp_create(keys.election + "/gone", "=", 12345)])
+    stale = Fence(12345, [Cmp.create(keys.election + "/gone", "=", 12345)])
     before = client.current_revision()
     with pytest.raises(FenceLostError) as info:
         full_pass(client, keys, stale)
@@ -242,8 +242,8 @@ class LosesFenceAfter:
     def __getattr__(self, name):
         return getattr(self.client, name)
 
-    def txn(self, request):
-        response = self.client.txn(request)
+    def commit(self, txn):
+        response = self.client.commit(txn)
         with self.lock:
             self.n -= 1
             lose = self.n == 0
@@ -266,11 +266,11 @@ def test_fence_lost_mid_pass_stops_at_once(client, keys):
 
 
 class ChangesKeyBeforeWrite(LosesFenceAfter):
-    def txn(self, request):
+    def commit(self, txn):
         if self.n:
             put(self.client, self.key, "operator was here")
             self.n = 0
-        return self.client.txn(request)
+        return self.client.commit(txn)
 
 
 def test_a_concurrently_changed_record_is_not_written_over(client, keys, fence):

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from worker.etcd import endpoints, kv
+from worker.etcd import Cmp, Op, endpoints
 from worker.etcd.errors import MessageTooLargeError
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.memo import PassMemo
 from worker.protection import reader
 from worker.protection.reader import read_all, read_ids
@@ -28,8 +28,8 @@ def daemon_like_fence(client, keys: Keys) -> Fence:
     """A fence shaped like ``leader_fence``'s: two leadership compares, the pause key, the stamp."""
     base = make_fence(client, keys)
     other = keys.lock + "/fence-test"
-    rev = client.txn(kv.txn_request([], [kv.op_put(other, "")])).header.revision
-    return Fence(base.term, base.compares + [kv.cmp_create(other, "=", rev)], pause_key=keys.paused,
+    rev = client.txn().then(Op.put(other, "")).commit().revision
+    return Fence(base.term, base.compares + [Cmp.create(other, "=", rev)], pause_key=keys.paused,
                  stamp_key=keys.stamp, stamp_value=json.dumps({"term": base.term}))
 
 
@@ -122,7 +122,7 @@ def test_a_failed_pass_leaves_the_memo_cold_and_each_completed_pass_keeps_only_w
     full_pass(client, keys, fence, memo=memo)
     assert len(memo) == 4                                            # dropped: not seen by the pass
     put(client, keys.cluster("c1"), cluster(True, "s"))
-    lost = Fence(fence.term + 1000, [kv.cmp_create(keys.election + "/fence-test", "=", fence.term + 1000)])
+    lost = Fence(fence.term + 1000, [Cmp.create(keys.election + "/fence-test", "=", fence.term + 1000)])
     with pytest.raises(FenceLostError):
         full_pass(client, keys, lost, memo=memo)
     assert len(memo) == 0                                            # cold again
@@ -141,11 +141,11 @@ class ChangesBeforeFirstWrite:
     def __getattr__(self, name):
         return getattr(self.client, name)
 
-    def txn(self, request):
+    def commit(self, txn):
         if not self.done:
             self.done = True
             put(self.client, self.key, self.value)
-        return self.client.txn(request)
+        return self.client.commit(txn)
 
 
 @pytest.mark.parametrize("change", ["cluster", "dr-created", "dr-changed", "cluster-deleted"])
@@ -162,7 +162,7 @@ def test_an_input_changed_after_the_read_is_a_conflict_and_nothing_is_overwritte
         racer = ChangesBeforeFirstWrite(client, keys.cluster("a"), cluster(True, "u"))
     elif change == "cluster-deleted":
         racer = ChangesBeforeFirstWrite(client, keys.cluster("a"), cluster(True, "u"))
-        racer.txn = lambda request, c=client: (delete(c, keys.cluster("a")), c.txn(request))[1]
+        racer.commit = lambda txn, c=client: (delete(c, keys.cluster("a")), c.commit(txn))[1]
     else:                                                            # ... but its DR input moves
         racer = ChangesBeforeFirstWrite(client, keys.dr_key("a"), dr("broken"))
     result = full_pass(racer, keys, fence)
@@ -213,8 +213,10 @@ def test_a_full_batch_at_the_limit_is_accepted_by_etcd_and_one_more_is_refused(c
     over.batch_size = 125                                           # one more than the rule allows
     for decision, key, inputs in creates(Keys(keys.namespace + "/over"), 125):
         over.add(decision, key, 0, inputs)                          # the 125th sends the batch
-    over.flush()                                                    # refused ("too many operations"): split
-    assert (over.writes, over.txns) == (125, 2) and count(client, keys.namespace + "/over/protection/") == 125
+    over.flush()
+    # etcd refused the 125 ("too many operations"): the writer split the batch and sent it in two
+    assert (over.txns, over.writes, over.refused_changes) == (2, 125, 0)
+    assert count(client, keys.namespace + "/over/") == 125
 
 
 def test_a_pass_of_the_daemons_shape_fills_each_batch(client, keys):

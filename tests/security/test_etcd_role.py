@@ -13,7 +13,7 @@ from pyetcd.etcdrpc import auth_pb2
 
 from worker.etcd import PermissionDeniedError, kv
 from worker.demo.embedded_etcd import find_binary
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 from .conftest import PASSWORD, ROOT_PASSWORD, auth_call, cli, credentials, write_config
 

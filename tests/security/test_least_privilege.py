@@ -16,7 +16,7 @@ import signal
 from tests.system.conftest import put_inventory
 from tests.system.helpers import await_leader, await_records, records, states
 from worker.etcd import kv
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 from .conftest import PASSWORD, ROOT_PASSWORD, cli, credentials, least_privilege_user, worker_process, write_config
 

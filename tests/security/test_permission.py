@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.system.helpers import await_leader, await_records
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 from .conftest import cli, credentials, grant, make_user, worker_process, write_config
 

@@ -15,7 +15,7 @@ import time
 
 from tests.etcd.conftest import wait_until
 from tests.system.helpers import await_leader, await_records, leader_of
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 from .conftest import TOKEN_TTL, credentials, least_privilege_user, worker_process
 

@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 
 from worker.demo.instances import WorkerProcess, start_group, stop_group, wait_ready
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 
 @pytest.fixture

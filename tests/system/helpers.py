@@ -7,10 +7,10 @@ import time
 from typing import Any, Callable, TypeVar
 
 from worker.concurrency.observe import Observer
-from worker.daemon.identity import parse_identity
+from worker.identity import Identity
 from worker.etcd import Watch, kv
 from worker.etcd.client import EtcdClient
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 T = TypeVar("T")
 
@@ -20,7 +20,7 @@ def leader_of(client: EtcdClient, keys: Keys) -> tuple[str, int] | None:
     resp = client.range(kv.first_create(keys.election + "/"))
     if not resp.kvs:
         return None
-    return parse_identity(resp.kvs[0].value)["instance_id"], resp.kvs[0].create_revision
+    return Identity.parse(resp.kvs[0].value).instance_id, resp.kvs[0].create_revision
 
 
 def await_leader(client: EtcdClient, keys: Keys, *, other_than: str | None = None,
@@ -36,7 +36,7 @@ def await_leader(client: EtcdClient, keys: Keys, *, other_than: str | None = Non
             leader = observer.get(timeout=left)
             if leader is None:
                 continue
-            who = parse_identity(leader.value)["instance_id"]
+            who = Identity.parse(leader.value).instance_id
             if who != other_than:
                 return who, leader.create_revision, time.monotonic()
 

@@ -108,7 +108,7 @@ def test_paused_leader_past_its_ttl_writes_nothing_when_it_wakes(client, keys, e
 
 @pytest.mark.faults
 def test_etcd_restart_leader_keeps_or_regains_and_nothing_is_lost(private_etcd, make_client, tmp_path, spawn):
-    from worker.protection.keys import Keys
+    from worker.keys import Keys
     keys = Keys("/restart")
     client = make_client(private_etcd.endpoints)
     expected = put_inventory(client, keys)

@@ -3,13 +3,14 @@ proclaims an HTTP address nobody serves."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 
 from tests.system.conftest import put_inventory
 from tests.system.helpers import await_records, leader_of, run_cli, states
 from worker.concurrency import candidates
-from worker.daemon.identity import parse_identity
+from worker.identity import Identity
 
 TTL = 3
 
@@ -23,7 +24,7 @@ def _closed_port() -> int:
 def _proclaim(client, keys, candidate, http: str) -> None:
     """Rewrite a candidate's election value (same key, same lease: its create revision, the
     term it will lead with, is unchanged) so it proclaims ``http``."""
-    value = parse_identity(candidate.value) | {"http": http}
+    value = dataclasses.asdict(Identity.parse(candidate.value)) | {"http": http}
     client.put(candidate.key, json.dumps(value), lease=candidate.lease)
 
 

@@ -22,7 +22,7 @@ from tests.system.helpers import await_leader
 from tests.system.real_systemd import RealSystemd, SystemdWorkers, service_venv, unavailable
 from worker.etcd import connect, kv
 from worker.demo.embedded_etcd import EtcdCluster
-from worker.protection.keys import Keys
+from worker.keys import Keys
 
 WHY = unavailable()
 if WHY and os.environ.get("CI") == "true":

@@ -40,11 +40,11 @@ from worker.daemon.term_lock import ReconcileLock
 from worker.daemon.term_threads import DeadlineTimer, TermWatches
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdError, PermissionDeniedError
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.memo import PassMemo
 from worker.protection.reconcile import (Fence, FenceLostError, PassResult, PausedError, full_pass, incremental_pass,
                                         leader_fence)
-from worker.retry import RetryPolicy
+from worker.etcd.retry import Retry
 from worker.untrusted import quote
 
 log = structlog.get_logger("worker.daemon")
@@ -80,7 +80,7 @@ class TermContext:
     on_leader: Callable[[Any], None]
     #: re-read the config file; True when the change needs a new connection (the term ends)
     reload: Callable[[], bool]
-    retry: RetryPolicy
+    retry: Retry
     #: told when etcd refused a permission (the daemon blocks after the term)
     denied: Callable[[PermissionDeniedError], None] = lambda _err: None
 
@@ -234,10 +234,11 @@ class LeaderTerm:
                     counted[old] += 1
         return counted
 
-    def _pass(self, fence: Fence, ids: set[str] | None,
+    def _pass(self, fence: Fence | None, ids: set[str] | None,
               replaces: collections.Counter[str] | None = None) -> PassResult:
         mode = "full" if ids is None else "incremental"
-        ctx, attempt = self.ctx, 0
+        ctx = self.ctx
+        retry = ctx.retry.copy(sleep=self._sleep)
         while True:
             self._guard()
             started = time.monotonic()
@@ -274,9 +275,8 @@ class LeaderTerm:
                 raise StepDown("etcd refused a permission") from err
             except EtcdError as err:
                 self.book.ended_early(mode, "error", started, getattr(err, "partial", None))
-                attempt += 1
-                log.warning("reconcile_failed", mode=mode, error=str(err), kind=err.kind, attempt=attempt)
-                self._sleep(ctx.retry.wait(attempt, err))
+                log.warning("reconcile_failed", mode=mode, error=str(err), kind=err.kind, attempt=retry.attempts + 1)
+                retry.pause(err)
                 self._read_controls_quietly()  # after a failure (a reconnect, maybe): controls afresh
                 continue
             except Exception as err:
@@ -378,7 +378,7 @@ class LeaderTerm:
                 pass  # of an earlier generation
 
     def _read_controls(self) -> None:
-        attempt = 0
+        retry = self.ctx.retry.copy(sleep=self._sleep)
         while True:
             self._guard()
             try:
@@ -388,8 +388,7 @@ class LeaderTerm:
                 self.ctx.denied(err)
                 raise StepDown("etcd refused a permission") from err
             except EtcdError as err:
-                attempt += 1
-                self._sleep(self.ctx.retry.wait(attempt, err))
+                retry.pause(err)
 
     def _read_controls_quietly(self) -> None:
         try:
@@ -404,7 +403,7 @@ class LeaderTerm:
                 self._catch_up = True  # a full pass now, whatever runs (the paused passes wrote nothing)
             self.ctx.core.transition(paused=controls.paused)
         sw = controls.switchover
-        if sw is None or not sw.active:
+        if sw is None:
             return
         me = self.state.instance_id
         if sw.to == me or (sw.to is None and sw.from_term != self.term):

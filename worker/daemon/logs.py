@@ -56,10 +56,6 @@ def clear_term() -> None:
     _term.set(None)
 
 
-def current_term() -> int | None:
-    return _term.get()
-
-
 def add_instance_id(instance_id: str) -> Processor:
     def processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         event_dict.setdefault("instance_id", instance_id)

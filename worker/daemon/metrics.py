@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker import __version__
 from worker.etcd.errors import ETCD_ERROR_KINDS, EtcdError
+from worker.protection.records import STATES
 
 PREFIX = "protection_worker_"
 MODES = ("full", "incremental")
@@ -23,7 +24,6 @@ MODES = ("full", "incremental")
 #: ``fenced``: its fence failed (only that)
 RESULTS = ("ok", "error", "fenced", "stopped")
 OPS = ("create", "update", "delete")
-STATES = ("unprotected", "protecting", "protected", "degraded", "deleted")
 #: etcd error kinds pre-created at zero (``etcd_error`` accepts others too)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

@@ -4,8 +4,8 @@ Every landed write is counted in ``writes_total`` by op, also when a pass ends e
 loss, the lease guard, a pause, a stop): the pass's partial result rides on the exception. Every
 refused write (the changes of the refused transaction) is counted in ``fenced_writes_total``.
 ``clusters{state}`` is set by a full pass and moved by each incremental one (its old -> new state
-changes, ``PassResult.moved``); ``invalid_inputs`` follows both. A full pass counts every cluster as of its own revision,
-so the clusters that changed while it ran (reconciled between its pages) are counted stale: the
+changes, ``PassResult.moved``); ``invalid_inputs`` follows both. A full pass counts every cluster as of
+its own revision, so the clusters that changed while it ran (reconciled between its pages) are counted stale: the
 pass that looks at them again after it replaces what the full pass counted for them
 (``LeaderTerm._counted``: the same rules at the full pass's revision) by what they are now.
 """
@@ -20,7 +20,7 @@ import structlog
 
 from worker.daemon.metrics import Metrics
 from worker.daemon.state import DaemonState
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.reconcile import PassResult
 
 log = structlog.get_logger("worker.daemon")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import structlog
 
 from worker.concurrency import Mutex, Session
 from worker.concurrency.errors import SessionExpiredError, WaitCancelledError
 from worker.concurrency.line import candidates
-from worker.etcd import kv
+from worker.etcd import Cmp, Op
 from worker.etcd.errors import EtcdError
 
 
@@ -104,7 +104,7 @@ class ReconcileLock:
             return None
         return line[0].key if line else None
 
-    def is_owner(self) -> Any:
+    def is_owner(self) -> Cmp:
         """The compare that holds while the lock is ours (part of the fence)."""
         return self.mutex.is_owner()
 
@@ -112,11 +112,10 @@ class ReconcileLock:
         """release deletes our Mutex key. ``hand_over`` (a graceful exit) deletes our election key
         in the same transaction, so the next candidate's wait ends after a single round trip."""
         key = self.mutex.key
-        if hand_over and key and key != "\x00":
+        if hand_over and self.mutex.held:
             try:
-                self.client.txn(kv.txn_request([kv.cmp_create(self.election_key, "=", self.term)],
-                                               [kv.op_delete(key), kv.op_delete(self.election_key)],
-                                               [kv.op_delete(key)]))
+                (self.client.txn().if_(Cmp.create(self.election_key, "=", self.term))
+                 .then(Op.delete(key), Op.delete(self.election_key)).else_(Op.delete(key)).commit())
                 return
             except EtcdError:
                 pass  # unlock below; the lease revoke that follows removes the keys anyway

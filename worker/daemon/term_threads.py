@@ -10,11 +10,10 @@ from typing import Any, Callable
 
 from worker.concurrency import Session
 from worker.daemon.events import Event, InputsChanged, KeyDeleted, LeaseDeadline, WatchFailed
-from worker.etcd import kv
 from worker.etcd.client import EtcdClient
 from worker.etcd.errors import EtcdClosedError, EtcdError
-from worker.etcd.watch import DeleteEvent, Watch
-from worker.protection.keys import Keys
+from worker.etcd.watch import Watch
+from worker.keys import Keys
 
 
 class DeadlineTimer:
@@ -53,9 +52,9 @@ class TermWatches:
 
     def start(self, revision: int) -> None:
         for prefix in (self._keys.clusters, self._keys.dr):
-            watch = Watch(self._client, prefix, range_end=kv.prefix_end(prefix), start_revision=revision)
+            watch = self._client.watch(prefix, prefix=True, start_revision=revision)
             self._spawn(self._forward_changes, watch, prefix)
-        own = Watch(self._client, self._election_key, start_revision=self._term + 1)
+        own = self._client.watch(self._election_key, start_revision=self._term + 1)
         self._spawn(self._forward_key_delete, own)
 
     def _spawn(self, target: Callable[..., None], watch: Watch, *args: Any) -> None:
@@ -67,9 +66,9 @@ class TermWatches:
     def _forward_changes(self, watch: Watch, prefix: str) -> None:
         try:
             for response in watch:
-                ids = frozenset(Keys.id_of(e.key, prefix) for e in response.events)
+                ids = frozenset(Keys.id_of(e.kv.key, prefix) for e in response.events)
                 if ids:
-                    revision = max(int(getattr(e, "mod_revision", 0) or 0) for e in response.events)
+                    revision = max(e.kv.mod_revision for e in response.events)
                     self._events.put(InputsChanged(self._generation, ids, revision))
         except EtcdClosedError:
             pass
@@ -79,7 +78,7 @@ class TermWatches:
     def _forward_key_delete(self, watch: Watch) -> None:
         try:
             for response in watch:
-                if any(isinstance(e, DeleteEvent) for e in response.events):
+                if any(e.kind == "delete" for e in response.events):
                     self._events.put(KeyDeleted(self._generation))
                     return
         except EtcdError:

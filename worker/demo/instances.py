@@ -125,7 +125,7 @@ class WorkerProcess:
         return False
 
     def log_events(self) -> list[dict[str, Any]]:
-        events = []
+        events: list[dict[str, Any]] = []
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:

@@ -273,7 +273,7 @@ class Service:
             self._proc = subprocess.Popen(argv, env=self._env(), stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=subprocess.STDOUT, start_new_session=True)
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):    # not subprocess.DEVNULL
                 out.close()
         self.pid = self._proc.pid
         self._event("started", pid=self.pid)
@@ -308,7 +308,8 @@ class Service:
         killed = False
         try:
             while True:
-                readable, _, _ = select.select([self._sock, pidfd], [], [], 0.1)
+                watched: list[Any] = [self._sock, pidfd]
+                readable, _, _ = select.select(watched, [], [], 0.1)
                 if pidfd in readable:
                     _, status = os.waitpid(pid, 0)
                     self._proc.returncode = status  # reaped here: keep Popen from waiting again

@@ -110,14 +110,6 @@ def cmp_mod(key: str | bytes, op: str, revision: int) -> Any:
     return _compare(key, op, target=etcdrpc.Compare.MOD, mod_revision=revision)
 
 
-def cmp_version(key: str | bytes, op: str, version: int) -> Any:
-    return _compare(key, op, target=etcdrpc.Compare.VERSION, version=version)
-
-
-def cmp_value(key: str | bytes, op: str, value: str | bytes) -> Any:
-    return _compare(key, op, target=etcdrpc.Compare.VALUE, value=to_bytes(value))
-
-
 def to_compare(cmp: Any) -> Any:
     """Accept a raw ``etcdrpc.Compare`` or a pyetcd compare object (``client.transactions.create(k) == 3``)."""
     if isinstance(cmp, etcdrpc.Compare):

@@ -33,7 +33,7 @@ class _VersionClient(Protocol):
     def endpoint_url(self) -> str: ...
 
     @property
-    def endpoint_in_use(self) -> Any: ...
+    def transport(self) -> Any: ...
 
     @property
     def request_timeout(self) -> float: ...
@@ -69,7 +69,7 @@ def read_server_version(client: _VersionClient) -> str | None:
 def _http_version(client: _VersionClient) -> str | None:
     """``etcdserver`` of the answering member's ``GET /version`` (with the client's own TLS files),
     or None when it does not answer so."""
-    endpoint = client.endpoint_in_use
+    endpoint = client.transport.endpoint_in_use
     context = None
     files = getattr(endpoint, "tls_files", None)
     if files is not None:

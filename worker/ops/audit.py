@@ -24,14 +24,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
-from worker.etcd import DeleteEvent
-
 from worker.concurrency.line import candidates
-from worker.etcd import kv
-from worker.etcd.client import EtcdClient
+from worker.etcd import EtcdClient, Event, Watch
 from worker.etcd.errors import CompactedError, EtcdError
-from worker.etcd.watch import Watch
-from worker.protection.keys import Keys
+from worker.keys import Keys
 from worker.protection.stamp import WriteStamp
 from worker.untrusted import UntrustedValueError, loads_object
 
@@ -95,7 +91,7 @@ class AuditIncompleteError(EtcdError):
 def oldest_auditable_revision(client: EtcdClient, keys: Keys) -> int:
     """The first revision whose history (and the one before it) etcd still retains."""
     # a key nobody writes: etcd answers the compaction point on creation, and streams nothing else
-    with Watch(client, keys.root + "\0audit-probe", start_revision=1) as probe:
+    with client.watch(keys.root + "\0audit-probe", start_revision=1) as probe:
         try:
             probe.get(timeout=0.5)
         except CompactedError as err:
@@ -128,7 +124,7 @@ def _state_at(client: EtcdClient, keys: Keys, revision: int) -> _State:
     state.election = {c.key.encode(): c.create_revision for c in line}
     _, holders = candidates(client, keys.lock, revision=revision)
     state.lock = {c.key.encode(): (c.create_revision, c.lease or _lease_of_key(c.key)) for c in holders}
-    state.paused = client.range(kv.range_request(keys.paused, revision=revision, count_only=True)).count > 0
+    state.paused = client.range(keys.paused, revision=revision, count_only=True).count > 0
     return state
 
 
@@ -142,12 +138,12 @@ def _lease_of_key(key: str | bytes) -> int:
 
 
 def _revisions(watch: Watch, from_revision: int, to_revision: int, wait: float,
-               ) -> Iterator[tuple[int, list[Any]]]:
+               ) -> Iterator[tuple[int, list[Event]]]:
     """The namespace's events grouped by revision, in order, up to ``to_revision``. Proven
     complete: when the watch goes quiet before ``to_revision``, a progress request must confirm
     that etcd has delivered everything up to ``to_revision`` (``AuditIncompleteError`` if etcd
     does not answer within ``wait``)."""
-    pending: list[Any] = []
+    pending: list[Event] = []
     revision = from_revision - 1
     asked = False
     while revision < to_revision:
@@ -166,21 +162,21 @@ def _revisions(watch: Watch, from_revision: int, to_revision: int, wait: float,
             asked = True
             continue
         if not response.events:
-            if response.header.revision >= to_revision:
+            if response.revision >= to_revision:
                 break  # etcd: every event up to here is delivered (the rest touched other keys)
             continue  # an older progress notification: the question stays asked
         asked = False
         for event in response.events:
-            if event.mod_revision > to_revision:
+            if event.kv.mod_revision > to_revision:
                 revision = to_revision   # past the range: what is pending is complete
                 break
-            if pending and event.mod_revision != revision:
+            if pending and event.kv.mod_revision != revision:
                 yield revision, pending
                 pending = []
-            revision = event.mod_revision
+            revision = event.kv.mod_revision
             pending.append(event)
     if pending:
-        revision = pending[0].mod_revision
+        revision = pending[0].kv.mod_revision
         yield revision, pending
 
 
@@ -195,18 +191,18 @@ def audit(client: EtcdClient, keys: Keys, from_revision: int, to_revision: int |
         state = _state_at(client, keys, from_revision - 1)
     except CompactedError as err:
         raise AuditCompactedError(f"revision {from_revision - 1} is compacted: {err}") from err
-    with Watch(client, keys.root, range_end=kv.prefix_end(keys.root), start_revision=from_revision) as watch:
+    with client.watch(keys.root, prefix=True, start_revision=from_revision) as watch:
         for revision, events in _revisions(watch, from_revision, to_revision, wait):
             _check_revision(keys, state, revision, events, report)
             _apply(keys, state, events)
     return report
 
 
-def _check_revision(keys: Keys, state: _State, revision: int, events: list[Any], report: AuditReport) -> None:
+def _check_revision(keys: Keys, state: _State, revision: int, events: list[Event], report: AuditReport) -> None:
     """Check the protection events of one revision against the state just before it."""
     protection = keys.protection.encode()
     stamp_key = keys.stamp.encode()
-    raw_stamp = next((e.value for e in events if e.key == stamp_key and not isinstance(e, DeleteEvent)), None)
+    raw_stamp = next((e.kv.value for e in events if e.kv.key == stamp_key and e.kind == "put"), None)
     parsed = WriteStamp.parse(raw_stamp)
     # a value at the stamp key that is not a stamp is evidence of nothing: unattributed
     stamp = parsed.to_json() if parsed is not None else None
@@ -216,11 +212,11 @@ def _check_revision(keys: Keys, state: _State, revision: int, events: list[Any],
     lock_lease = state.lock_lease()
     legit_terms: list[int] = []
     for event in events:
-        if not event.key.startswith(protection):
+        if not event.kv.key.startswith(protection):
             continue
         report.checked += 1
-        deleted = isinstance(event, DeleteEvent)
-        term = stamp_term if deleted else _int((_json(event.value) or {}).get("term"))
+        deleted = event.kind == "delete"
+        term = stamp_term if deleted else _int((_json(event.kv.value) or {}).get("term"))
         kinds = []
         if stamp is None:
             kinds.append("unattributed")
@@ -234,31 +230,31 @@ def _check_revision(keys: Keys, state: _State, revision: int, events: list[Any],
             kinds.append("mutex")
         if kinds:
             report.violations.append(Violation(
-                _key_text(event.key), revision, term, leader_term, kinds[0], kinds,
+                _key_text(event.kv.key), revision, term, leader_term, kinds[0], kinds,
                 "delete" if deleted else "put", stamp, f"{lock_lease:x}" if lock_lease is not None else None))
         elif term is not None:
             legit_terms.append(term)
     state.high_term = max([state.high_term, *legit_terms])
 
 
-def _apply(keys: Keys, state: _State, events: list[Any]) -> None:
+def _apply(keys: Keys, state: _State, events: list[Event]) -> None:
     """Move the control keys' state past one revision."""
     election = (keys.election + "/").encode()
     lock = (keys.lock + "/").encode()
     paused = keys.paused.encode()
     for event in events:
-        deleted = isinstance(event, DeleteEvent)
-        if event.key.startswith(election):
+        deleted = event.kind == "delete"
+        if event.kv.key.startswith(election):
             if deleted:
-                state.election.pop(event.key, None)
+                state.election.pop(event.kv.key, None)
             else:
-                state.election[event.key] = event.create_revision
-        elif event.key.startswith(lock):
+                state.election[event.kv.key] = event.kv.create_revision
+        elif event.kv.key.startswith(lock):
             if deleted:
-                state.lock.pop(event.key, None)
+                state.lock.pop(event.kv.key, None)
             else:
-                state.lock[event.key] = (event.create_revision, event.lease or _lease_of_key(event.key))
-        elif event.key == paused:
+                state.lock[event.kv.key] = (event.kv.create_revision, event.kv.lease or _lease_of_key(event.kv.key))
+        elif event.kv.key == paused:
             state.paused = not deleted
 
 

@@ -28,13 +28,10 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from worker.etcd import DeleteEvent
 
 from worker.concurrency.line import Candidate, leader as line_leader
 from worker.identity import Identity
-from worker.etcd import kv
 from worker.etcd.client import EtcdClient
-from worker.etcd.watch import Watch
 from worker.keys import Keys
 from worker.protection.stamp import WriteStamp
 from worker.untrusted import loads as untrusted_loads
@@ -48,9 +45,6 @@ POLL = 0.002
 #: a pass that writes shows its first stamp within this long after the new leader holds the Mutex
 GRACE = 2.0
 
-FIGURES = ("handover_ms", "leaderless_ms", "first_reconcile_ms")
-#: measured when it happens, null otherwise (never a failure): see the module's doc
-EXTRA_FIGURES = ("first_write_ms",)
 
 
 @dataclass
@@ -144,7 +138,7 @@ def measure_failover(client: EtcdClient, keys: Keys, fault: Callable[[], None], 
     lock_prefix = (keys.lock + "/").encode()
     stamp_key = keys.stamp.encode()
     # one watch on the namespace: election, Mutex and stamp changes all wake us
-    with Watch(client, keys.root, range_end=kv.prefix_end(keys.root)) as watch:
+    with client.watch(keys.root, prefix=True) as watch:
         watch.started.wait(5)
         start = time.monotonic()
         fault()
@@ -171,14 +165,14 @@ def measure_failover(client: EtcdClient, keys: Keys, fault: Callable[[], None], 
         def take(response: Any) -> None:
             """Mutex and stamp changes of a watch answer: leading, and the term's first write."""
             for event in response.events if response is not None else ():
-                if isinstance(event, DeleteEvent):
+                if event.kind == "delete":
                     continue
-                if result.leaderless_ms is None and event.key.startswith(lock_prefix):
+                if result.leaderless_ms is None and event.kv.key.startswith(lock_prefix):
                     now = line_leader(client, keys.lock)
                     if now is not None and now.lease == new.lease:
                         result.leaderless_ms, result.sources["leaderless_ms"] = elapsed(), "etcd"
-                elif result.first_write_ms is None and event.key == stamp_key:
-                    if _stamp_term(event.value) == new.create_revision:
+                elif result.first_write_ms is None and event.kv.key == stamp_key:
+                    if _stamp_term(event.kv.value) == new.create_revision:
                         result.first_write_ms, result.sources["first_write_ms"] = elapsed(), "etcd"
 
         def drain() -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from worker.daemon.lease_file import LeaseRecord, alive, foreign, gone, read
+from worker.etcd.client import EtcdClient
 from worker.etcd.errors import LeaseNotFoundError
 
 #: outcomes of ``release``
@@ -55,7 +56,7 @@ class Release:
                 "unit": None if rec is None else rec.unit}
 
 
-def revoke_lease(client: Any, lease: int, timeout: float | None = None) -> bool:
+def revoke_lease(client: EtcdClient, lease: int, timeout: float | None = None) -> bool:
     """Revoke ``lease``; True if this call revoked it, False if etcd no longer had it (idempotent)."""
     try:
         client.lease_revoke(lease, timeout=timeout)
@@ -118,7 +119,7 @@ def await_death(pid: int, born: int | None, timeout: float) -> bool:
         time.sleep(POLL)
 
 
-def release_killed(client: Any, pid: int, lease: int, *, born: int | None = None,
+def release_killed(client: EtcdClient, pid: int, lease: int, *, born: int | None = None,
                    timeout: float = 5.0) -> bool:
     """After a SIGKILL to a local ``pid``: once it is certainly dead, revoke its ``lease`` (what
     ``ExecStopPost=`` does under systemd). True if revoked; False if it did not die within

@@ -34,14 +34,14 @@ import itertools
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
-from worker.etcd import kv
+from worker.etcd import EtcdClient, Op, RangeResponse
 from worker.etcd.errors import MessageTooLargeError
-from worker.protection.keys import Keys
+from worker.etcd.kv import prefix_end, to_bytes
+from worker.keys import Keys
 from worker.protection.rules import Observed
+from worker.protection.writer import MAX_TXN_OPS
 
 DEFAULT_PAGE_SIZE = 2_500
-#: etcd's default --max-txn-ops
-MAX_TXN_OPS = 128
 #: ids read as one span (three key ranges) when a change set has at least this many
 SPAN_IDS = 500
 #: a span is kept when its ranges hold at most this many keys a wanted id (else: read by id)
@@ -59,17 +59,16 @@ Row = tuple[bytes, Any, Any, Any]
 class _Pager:
     """One prefix at one revision, page by page; ``size`` halves while answers are too large."""
 
-    def __init__(self, client: Any, prefix: bytes, revision: int, size: int) -> None:
+    def __init__(self, client: EtcdClient, prefix: bytes, revision: int, size: int) -> None:
         self.client = client
-        self.end = kv.prefix_end(prefix)
+        self.end = prefix_end(prefix)
         self.revision = revision
         self.size = size
 
-    def fetch(self, start: bytes) -> Any:
+    def fetch(self, start: bytes) -> RangeResponse:
         while True:
             try:
-                return self.client.range(kv.range_request(start, range_end=self.end, limit=self.size,
-                                                          revision=self.revision))
+                return self.client.range(start, range_end=self.end, limit=self.size, revision=self.revision)
             except MessageTooLargeError:
                 if self.size == 1:
                     raise
@@ -225,16 +224,16 @@ class Snapshot:
             self._pool = None
 
 
-def read_all(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE,
+def read_all(client: EtcdClient, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE,
              progress: Progress | None = None, prefetch: bool = True) -> Snapshot:
     """Every id under the namespace, at one revision (pages read while iterating; with
     ``prefetch``, each prefix's next page is read on a thread while the current one is used)."""
     if page_size < 1:
         raise ValueError("page_size must be >= 1")
-    c_prefix, d_prefix, p_prefix = (kv.to_bytes(p) for p in (keys.clusters, keys.dr, keys.protection))
+    c_prefix, d_prefix, p_prefix = (to_bytes(p) for p in (keys.clusters, keys.dr, keys.protection))
     c_pager = _Pager(client, c_prefix, 0, page_size)
     response = c_pager.fetch(c_prefix)
-    revision = c_pager.revision = response.header.revision
+    revision = c_pager.revision = response.revision
     d_pager, p_pager = (_Pager(client, prefix, revision, c_pager.size) for prefix in (d_prefix, p_prefix))
     pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pages") if prefetch else None
     try:
@@ -250,17 +249,7 @@ def read_all(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE,
     return Snapshot(revision, join_rows(*cursors), pool)
 
 
-def scan_prefix(client: Any, prefix: str, *, revision: int = 0, page_size: int = DEFAULT_PAGE_SIZE,
-                ) -> tuple[int, Iterator[Any]]:
-    """All key-values under one prefix at one revision (0: now), paged: ``(revision, iterator)``."""
-    p = kv.to_bytes(prefix)
-    pager = _Pager(client, p, revision, page_size)
-    first = pager.fetch(p)
-    pager.revision = revision or first.header.revision
-    return pager.revision, (item for page in _pages(pager, p, first) for item in page)
-
-
-def read_ids(client: Any, keys: Keys, ids: Iterable[str], *, revision: int = 0,
+def read_ids(client: EtcdClient, keys: Keys, ids: Iterable[str], *, revision: int = 0,
              progress: Progress | None = None) -> tuple[int, list[Observed]]:
     """The given ids (sorted, deduplicated) at one revision: ``(revision, [Observed...])``.
 
@@ -272,7 +261,7 @@ def read_ids(client: Any, keys: Keys, ids: Iterable[str], *, revision: int = 0,
     observed: list[Observed] = []
     if not wanted:
         if not revision:  # a count-only range under {ns}/: every request stays under the namespace
-            revision = client.range(kv.range_request(keys.root, prefix=True, count_only=True)).header.revision
+            revision = client.range(keys.root, prefix=True, count_only=True).revision
         return revision, observed
     if len(wanted) >= SPAN_IDS:
         revision, wanted = _read_spans(client, keys, wanted, revision, observed, progress)
@@ -282,18 +271,18 @@ def read_ids(client: Any, keys: Keys, ids: Iterable[str], *, revision: int = 0,
         ops = []
         for cid in chunk:
             for key in (keys.cluster(cid), keys.dr_key(cid), keys.protection_key(cid)):
-                ops.append(kv.op_get(key, revision=revision))
+                ops.append(Op.get(key, revision=revision))
         try:
-            response = client.txn(kv.txn_request([], ops))
+            response = client.txn().then(*ops).commit()
         except MessageTooLargeError:
             if per_txn == 1:
                 raise
             per_txn = max(1, per_txn // 2)
             continue
         if not revision:
-            revision = response.header.revision
+            revision = response.revision
         for i, cid in enumerate(chunk):
-            got = [kv.response_kvs(response, 3 * i + j) for j in range(3)]
+            got = [response.range(3 * i + j).kvs for j in range(3)]
             observed.append(Observed(cid, *(g[0] if g else None for g in got)))
         start += len(chunk)
         if progress is not None:
@@ -301,7 +290,7 @@ def read_ids(client: Any, keys: Keys, ids: Iterable[str], *, revision: int = 0,
     return revision, observed
 
 
-def _read_spans(client: Any, keys: Keys, wanted: list[str], revision: int, observed: list[Observed],
+def _read_spans(client: EtcdClient, keys: Keys, wanted: list[str], revision: int, observed: list[Observed],
                 progress: Progress | None) -> tuple[int, list[str]]:
     """``read_ids`` for a large sorted id list: each ``SPAN_IDS`` ids as one transaction of three
     key ranges (first id to last), rows of the wanted ids appended to ``observed``. Returns the
@@ -311,25 +300,26 @@ def _read_spans(client: Any, keys: Keys, wanted: list[str], revision: int, obser
     for i in range(0, len(wanted), SPAN_IDS):
         chunk = wanted[i:i + SPAN_IDS]
         limit = SPAN_SLACK * len(chunk)
-        ops = [kv.op_get(prefix + chunk[0], range_end=kv.to_bytes(prefix + chunk[-1]) + b"\0", limit=limit,
-                         revision=revision) for prefix in prefixes]
+        ops = [Op.get(prefix + chunk[0], range_end=to_bytes(prefix + chunk[-1]) + b"\0", limit=limit,
+                      revision=revision) for prefix in prefixes]
         try:
-            response = client.txn(kv.txn_request([], ops))
+            response = client.txn().then(*ops).commit()
         except MessageTooLargeError:
             rest += chunk  # large values: by id, which halves its transactions
             continue
         if not revision:
-            revision = response.header.revision
-        if any(r.response_range.more for r in response.responses):
+            revision = response.revision
+        ranges = [response.range(j) for j in range(len(prefixes))]
+        if any(r.more for r in ranges):
             rest += chunk  # sparse: more keys between them than they are worth
             continue
-        found: list[dict[str, Any]] = []
-        for prefix, r in zip(prefixes, response.responses):
-            strip = len(kv.to_bytes(prefix))
-            found.append({item.key[strip:]: item for item in r.response_range.kvs})
+        found: list[dict[bytes, Any]] = []
+        for prefix, r in zip(prefixes, ranges):
+            strip = len(to_bytes(prefix))
+            found.append({item.key[strip:]: item for item in r.kvs})
         clusters, dr, protection = found
         for cid in chunk:  # by the key's bytes, as a read by id asks for them
-            raw = kv.to_bytes(cid)
+            raw = to_bytes(cid)
             observed.append(Observed(cid, clusters.get(raw), dr.get(raw), protection.get(raw)))
         if progress is not None:
             progress()

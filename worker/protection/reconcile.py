@@ -13,11 +13,12 @@ import collections
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Iterable
 
 import structlog
 
-from worker.protection.keys import Keys
+from worker.etcd import EtcdClient
+from worker.keys import Keys
 from worker.protection.memo import Outcome, PassMemo, revisions_key
 from worker.protection.reader import DEFAULT_PAGE_SIZE, SPAN_IDS, Progress, Row, observe, read_all, read_ids
 from worker.protection.records import format_time
@@ -109,7 +110,7 @@ _COUNTER = {"create": "created", "update": "updated", "recreate": "recreated", "
 
 
 class _Pass:
-    def __init__(self, client: Any, keys: Keys, fence: Fence | None, *, mode: str, dry_run: bool,
+    def __init__(self, client: EtcdClient, keys: Keys, fence: Fence | None, *, mode: str, dry_run: bool,
                  now: datetime | float | None, invalid_log: InvalidLog | None, max_ops: int,
                  progress: Progress | None = None) -> None:
         if fence is None and not dry_run:
@@ -120,8 +121,8 @@ class _Pass:
         self.updated_at = format_time(now)
         self.invalid_log = invalid_log or DEFAULT_INVALID_LOG
         self.states: collections.Counter[str] = collections.Counter()
-        self.writer = None if dry_run else BatchWriter(client, fence, on_outcome=self._outcome, max_ops=max_ops,
-                                                     progress=progress,
+        self.writer = None if dry_run else BatchWriter(client, fence or Fence(0), on_outcome=self._outcome,
+                                                     max_ops=max_ops, progress=progress,
                                                      depth=WRITE_DEPTH if mode == "full" else 1)
         self.max_lines = None if dry_run else MAX_CHANGE_LINES
         self.cluster_prefix = keys.clusters.encode()
@@ -156,6 +157,7 @@ class _Pass:
             elif action == "unchanged":
                 outcome = d.old_state
             elif action == "invalid":
+                assert d.invalid is not None
                 outcome = (d.invalid, d.old_state if protection is not None else None)
             else:
                 self._write(d, row)
@@ -259,7 +261,7 @@ def _run(p: _Pass, observed: Iterable[Row]) -> PassResult:
         raise
 
 
-def full_pass(client: Any, keys: Keys, fence: Fence | None, *, dry_run: bool = False,
+def full_pass(client: EtcdClient, keys: Keys, fence: Fence | None, *, dry_run: bool = False,
               now: datetime | float | None = None, page_size: int = DEFAULT_PAGE_SIZE,
               invalid_log: InvalidLog | None = None, max_ops: int = MAX_TXN_OPS,
               progress: Progress | None = None, memo: PassMemo | None = None) -> PassResult:
@@ -290,7 +292,7 @@ def full_pass(client: Any, keys: Keys, fence: Fence | None, *, dry_run: bool = F
     return result
 
 
-def incremental_pass(client: Any, keys: Keys, fence: Fence | None, ids: Iterable[str], *,
+def incremental_pass(client: EtcdClient, keys: Keys, fence: Fence | None, ids: Iterable[str], *,
                      dry_run: bool = False, now: datetime | float | None = None,
                      invalid_log: InvalidLog | None = None, max_ops: int = MAX_TXN_OPS,
                      progress: Progress | None = None, revision: int = 0) -> PassResult:

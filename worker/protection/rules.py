@@ -28,7 +28,6 @@ from worker.untrusted import quote
 
 log = structlog.get_logger(__name__)
 
-ACTIONS = ("none", "unchanged", "create", "update", "recreate", "delete", "invalid")
 WRITES = ("create", "update", "recreate", "delete")
 REASON_RECLAIMED = "cluster reclaimed"
 REASON_NO_DR = "no DR site"

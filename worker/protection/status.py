@@ -12,12 +12,13 @@ import collections
 from typing import Any
 
 from worker.concurrency.line import candidates
-from worker.protection.keys import Keys
+from worker.etcd import EtcdClient
+from worker.keys import Keys
 from worker.protection.reader import DEFAULT_PAGE_SIZE, read_all
 from worker.protection.rules import InvalidInput, checked_inputs, failed, stored_state
 
 
-def read_status(client: Any, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE) -> dict[str, Any]:
+def read_status(client: EtcdClient, keys: Keys, *, page_size: int = DEFAULT_PAGE_SIZE) -> dict[str, Any]:
     snapshot = read_all(client, keys, page_size=page_size)
     states: collections.Counter[str] = collections.Counter()
     invalid = []

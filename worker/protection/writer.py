@@ -43,15 +43,14 @@ from __future__ import annotations
 import collections
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
+from typing import Any, Callable, Union
 
 import structlog
 
 from worker.errors import WorkerError
-from worker.etcd import kv
+from worker.etcd import Cmp, EtcdClient, Op, Txn, TxnResponse
 from worker.etcd.errors import EtcdRequestError, MessageTooLargeError
-from worker.etcd.kv import etcdrpc
+from worker.keys import Keys
 from worker.protection.rules import Decision
 from worker.protection.stamp import WriteStamp
 
@@ -88,10 +87,10 @@ class FenceLostError(WritesStoppedError):
 @dataclass(frozen=True)
 class Fence:
     """What every write transaction compares: ``term`` (create revision of our election key) and
-    the compares proving leadership (``kv.cmp_create(election_key, "=", term)``, ``mutex.is_owner()``)."""
+    the compares proving leadership (``Cmp.create(election_key, "=", term)``, ``mutex.is_owner()``)."""
 
     term: int
-    compares: list[Any] = field(default_factory=list)
+    compares: list[Cmp] = field(default_factory=list)
     #: called before every transaction; raises to stop writing. The daemon checks there that its
     #: lease is certainly alive for one more request, so even a long pass stops writing in time
     #: (the compares remain the guarantee: this only stops sooner, on our own clock)
@@ -111,11 +110,11 @@ def stamp(term: int, lease: int, instance_id: str | None = None) -> str:
     return WriteStamp(term, lease, instance_id).dump()
 
 
-def leader_fence(keys: Any, *, term: int, election_key: str, owner: Any, lease: int,
+def leader_fence(keys: Keys, *, term: int, election_key: str, owner: Cmp, lease: int,
                  instance_id: str | None = None, guard: Callable[[], None] | None = None) -> Fence:
     """The fence of a leader of ``term``: its election key (create revision == term), the Mutex
     ownership compare ``owner``, the pause key's absence, and the audit stamp."""
-    return Fence(term=term, compares=[kv.cmp_create(election_key, "=", term), owner], guard=guard,
+    return Fence(term=term, compares=[Cmp.create(election_key, "=", term), owner], guard=guard,
                  pause_key=keys.paused, stamp_key=keys.stamp,
                  stamp_value=stamp(term, lease, instance_id))
 
@@ -151,11 +150,6 @@ class _Pending:
     value: bytes = b""
 
 
-_EQUAL = etcdrpc.Compare.EQUAL
-_MOD = etcdrpc.Compare.MOD
-_CREATE = etcdrpc.Compare.CREATE
-
-
 def _size(item: _Pending) -> int:
     """What one change adds to a request, in encoded bytes: its keys (the protection key twice,
     compare and op, and each input key), the record's bytes as sent, and the fixed overhead."""
@@ -173,33 +167,15 @@ def refused(err: BaseException) -> bool:
                                                   or "larger than max" in text)
 
 
-def _guard(txn: Any, key: bytes, mod_revision: int) -> None:
-    """Compare in ``txn`` that the key is as read: its mod revision, or still absent (create revision 0)."""
-    c = txn.compare.add()
-    c.key = key
-    c.result = _EQUAL
-    if mod_revision:
-        c.target = _MOD
-        c.mod_revision = mod_revision
-    else:
-        c.target = _CREATE
-        c.create_revision = 0
-
-
-def _append(request: Any, item: _Pending, op: str, *, absent: bool = False) -> None:
-    """Add one change to ``request``'s success ops as a nested transaction: ``op`` ("put" or
+def _append(txn: Txn, item: _Pending, op: str, *, absent: bool = False) -> None:
+    """Add one change to ``txn``'s success ops as a nested transaction: ``op`` ("put" or
     "delete") if the protection key (as read, or absent for a create) and its inputs are unchanged.
-    Built in place (no message copies): this runs once per change."""
-    txn = request.success.add().request_txn
-    _guard(txn, item.key, 0 if absent else item.mod_revision)
-    for key, revision in item.inputs:
-        _guard(txn, key, revision)
+    Built in place (``Txn.then_guarded``, no message copies): this runs once per change."""
+    guards = ((item.key, 0 if absent else item.mod_revision),) + item.inputs
     if op == "put":
-        put = txn.success.add().request_put
-        put.key = item.key
-        put.value = item.value
+        txn.then_guarded(guards, put=(item.key, item.value))
     else:
-        txn.success.add().request_delete_range.key = item.key
+        txn.then_guarded(guards, delete=item.key)
 
 
 #: called once per change after its transaction: (decision, written?)
@@ -213,10 +189,14 @@ class _Refused:
     err: BaseException
 
 
-def _answer(client: Any, request: Any) -> Any:
-    """``client.txn(request)``, or ``_Refused`` when etcd refuses it for its size or op count."""
+#: a sent transaction's answer, or the refusal that makes its batch split
+_Answer = Union[TxnResponse, _Refused]
+
+
+def _answer(client: EtcdClient, txn: Txn) -> _Answer:
+    """``client.commit(txn)``, or ``_Refused`` when etcd refuses it for its size or op count."""
     try:
-        return client.txn(request)
+        return client.commit(txn)
     except EtcdRequestError as err:
         if refused(err):
             return _Refused(err)
@@ -232,7 +212,7 @@ class BatchWriter:
     Every transaction carries the whole fence, so one in flight when the fence fails fails too;
     whenever the writer raises, it has first waited for every transaction it sent."""
 
-    def __init__(self, client: Any, fence: Fence, *, on_outcome: Outcome | None = None,
+    def __init__(self, client: EtcdClient, fence: Fence, *, on_outcome: Outcome | None = None,
                  max_ops: int = MAX_TXN_OPS, progress: Callable[[], None] | None = None,
                  depth: int = 1, max_bytes: int = MAX_REQUEST_BYTES) -> None:
         if not fence.compares:
@@ -241,17 +221,17 @@ class BatchWriter:
             raise ValueError("depth must be >= 1")
         self.client = client
         self.fence = fence
-        self.lead_compares = [kv.to_compare(c) for c in fence.compares]
+        self.lead_compares: list[Cmp] = list(fence.compares)
         self.fence_compares = list(self.lead_compares)
         #: ops every transaction carries besides the changes (the stamp)
-        self.extra_ops: list[Any] = []
+        self.extra_ops: list[Op] = []
         #: on failure: does the leadership part of the fence still hold? (then the pause failed it)
-        self.failure_ops: list[Any] = []
+        self.failure_ops: list[Op] = []
         if fence.pause_key is not None:
-            self.fence_compares.append(kv.cmp_create(fence.pause_key, "=", 0))
-            self.failure_ops = [etcdrpc.RequestOp(request_txn=kv.txn_request(self.lead_compares))]
+            self.fence_compares.append(Cmp.absent(fence.pause_key))
+            self.failure_ops = [Op.txn(self.lead_compares)]
         if fence.stamp_key is not None:
-            self.extra_ops.append(kv.op_put(fence.stamp_key, fence.stamp_value))
+            self.extra_ops.append(Op.put(fence.stamp_key, fence.stamp_value))
         self.batch_size = batch_limit(max_ops, outer_compares=len(self.fence_compares),
                                       failure_ops=len(self.failure_ops), extra_ops=len(self.extra_ops),
                                       nested_width=max(CHANGE_COMPARES, len(self.lead_compares)))
@@ -274,7 +254,8 @@ class BatchWriter:
         self.conflicted: list[str] = []
         self.revision = 0
         #: sent, not yet handled: (answer or its Future, the batch, indexes of its recreates)
-        self._inflight: collections.deque[tuple[Any, list[_Pending], list[int]]] = collections.deque()
+        self._inflight: collections.deque[tuple[_Answer | Future[_Answer], list[_Pending], list[int]]] = (
+            collections.deque())
         self._pool: ThreadPoolExecutor | None = None
 
     def add(self, decision: Decision, key: str | bytes, mod_revision: int,
@@ -284,7 +265,7 @@ class BatchWriter:
         assert decision.writes, decision
         assert len(inputs) <= CHANGE_COMPARES - 1, inputs
         value = decision.new.to_json().encode() if decision.new is not None and decision.action != "delete" else b""
-        item = _Pending(decision, kv.to_bytes(key), mod_revision, inputs, value)
+        item = _Pending(decision, key if isinstance(key, bytes) else key.encode(), mod_revision, inputs, value)
         size = _size(item)
         if self.pending and self._pending_bytes + size > self.max_bytes:
             self._send_batch()      # values are user-written: a batch of large ones goes out early
@@ -293,40 +274,36 @@ class BatchWriter:
         if len(self.pending) >= self.batch_size:
             self._send_batch()
 
-    def _new_request(self) -> Any:
+    def _new_request(self) -> Txn:
         """A transaction with the fence compares and failure branch; changes go in its success ops."""
-        request = etcdrpc.TxnRequest()
-        request.compare.extend(self.fence_compares)
-        request.failure.extend(self.failure_ops)
-        return request
+        return Txn().if_(*self.fence_compares).else_(*self.failure_ops)
 
-    def _request(self, request: Any) -> Any:
-        """``request`` ready to send: the extra ops (the stamp) after the changes; the guard checked."""
+    def _request(self, txn: Txn) -> Txn:
+        """``txn`` ready to send: the extra ops (the stamp) after the changes; the guard checked."""
         if self.fence.guard is not None:
             self.fence.guard()
-        request.success.extend(self.extra_ops)
-        return request
+        return txn.then(*self.extra_ops)
 
-    def _check(self, response: Any, ops: list[Any]) -> Any:
+    def _check(self, response: TxnResponse, ops: list[Any]) -> TxnResponse:
         """Count one answered transaction; raise if the fence (or the pause key) failed it.
         ``ops``: the changes it carried (named so for the errors' count of refused changes)."""
         self.txns += 1
-        self.revision = max(self.revision, response.header.revision)
-        if not response.succeeded and self.failure_ops and response.responses[0].response_txn.succeeded:
-            raise PausedError(f"paused at revision {response.header.revision}: maintenance mode, "
-                              "nothing of the batch was written", revision=response.header.revision,
+        self.revision = max(self.revision, response.revision)
+        if not response.succeeded and self.failure_ops and response.nested(0).succeeded:
+            raise PausedError(f"paused at revision {response.revision}: maintenance mode, "
+                              "nothing of the batch was written", revision=response.revision,
                               written=self.writes, refused=len(ops))
         if not response.succeeded:
-            raise FenceLostError(f"fence failed at revision {response.header.revision}: no longer leader "
+            raise FenceLostError(f"fence failed at revision {response.revision}: no longer leader "
                                  f"(term {self.fence.term}) or Mutex lost; nothing of the batch was written",
-                                 revision=response.header.revision, written=self.writes, refused=len(ops))
+                                 revision=response.revision, written=self.writes, refused=len(ops))
         return response
 
-    def _send(self, request: Any, ops: list[Any]) -> Any:
+    def _send(self, txn: Txn, ops: list[Any]) -> TxnResponse:
         """One transaction carrying the changes ``ops``, waiting for its answer."""
-        return self._check(self.client.txn(self._request(request)), ops)
+        return self._check(self.client.commit(self._request(txn)), ops)
 
-    def _build(self, batch: list[_Pending]) -> tuple[Any, list[int]]:
+    def _build(self, batch: list[_Pending]) -> tuple[Txn, list[int]]:
         """The transaction of ``batch`` and the indexes of its recreates (their creates follow)."""
         first = self._new_request()
         second: list[int] = []       # indexes into batch: the creates of recreates
@@ -353,7 +330,7 @@ class BatchWriter:
         try:
             request = self._request(first)
             if self.depth == 1:
-                answer: Any = _answer(self.client, request)
+                answer: _Answer | Future[_Answer] = _answer(self.client, request)
             else:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(max_workers=self.depth, thread_name_prefix="writes")
@@ -399,19 +376,19 @@ class BatchWriter:
                 continue
             if not isinstance(response, _Refused) and response.succeeded:
                 self.txns += 1
-                ok = [r.response_txn.succeeded for r in response.responses[:len(batch)]]
+                ok = response.nested_succeeded(len(batch))
                 self.writes += sum(ok)
                 for item, done in zip(batch, ok):
                     if not (done and item.decision.action == "recreate"):
                         self._outcome(item.decision, done)
 
-    def _handle(self, answer: Any, batch: list[_Pending], second: list[int]) -> None:
+    def _handle(self, answer: _Answer | Future[_Answer], batch: list[_Pending], second: list[int]) -> None:
         response = answer.result() if isinstance(answer, Future) else answer
         if isinstance(response, _Refused):
             self._split(batch, response.err)
             return
         response = self._check(response, batch)
-        ok = [r.response_txn.succeeded for r in response.responses[:len(batch)]]
+        ok = response.nested_succeeded(len(batch))
         self.writes += sum(ok)
         recreated = [i for i in second if ok[i]]
         if recreated:
@@ -425,9 +402,9 @@ class BatchWriter:
                     if not (item.decision.action == "recreate" and ok[i]):
                         self._outcome(item.decision, ok[i])
                 raise
-            for i, r in zip(recreated, response2.responses):
-                self.writes += r.response_txn.succeeded
-                ok[i] = r.response_txn.succeeded
+            for i, done in zip(recreated, response2.nested_succeeded(len(recreated))):
+                self.writes += done
+                ok[i] = done
         for item, done in zip(batch, ok):
             self._outcome(item.decision, done)
         if self.progress is not None:
